@@ -1,0 +1,77 @@
+"""Speed of FacePose's detector against facenet-pytorch's MTCNN, side by side in one process.
+
+    python -m benchmarks.speed [--photos ../shared/data/photos] [--repeats 3] [--sizes 640x480 1280x960]
+
+Every photo is resized (letterbox-free stretch) to each size; both detectors run on the same RGB
+arrays in alternation, after a warm-up, with the same thread count. Prints seconds per image and the
+ratio ours / facenet's (< 1 means FacePose is faster), for FacePose with FPNet (pose on) and with the
+original O-Net (the same work as facenet's), plus what pose costs on top of detection.
+Needs ``pip install --no-deps facenet-pytorch==2.6.0``.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from facepose import FacePoseDetector, load_image
+from facepose.weights import WEIGHTS_DIR
+
+from .reference_mtcnn import facenet_mtcnn
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+
+
+def timed(fn, inputs, repeats: int) -> float:
+    """Median over ``repeats`` of the mean seconds per input."""
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for x in inputs:
+            fn(x)
+        runs.append((time.perf_counter() - start) / len(inputs))
+    return statistics.median(runs)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--photos", type=Path, default=Path(__file__).resolve().parents[1] / "../shared/data/photos")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--sizes", nargs="+", default=["640x480", "1280x960"])
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    files = sorted(p for p in args.photos.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise SystemExit(f"no photos in {args.photos}")
+    originals = [Image.fromarray(load_image(p)) for p in files]
+    reference = facenet_mtcnn()
+    ours = {
+        "FPNet": FacePoseDetector(),
+        "O-Net": FacePoseDetector(weights=WEIGHTS_DIR / "onet.safetensors"),
+    }
+    print(f"{len(files)} photos from {args.photos}, {args.threads} threads, torch {torch.__version__}")
+    print(f"{'size':>10} {'facenet s/img':>14} {'ours O-Net':>11} {'ours FPNet':>11} {'ratio O-Net':>12} {'ratio FPNet':>12}")
+    for size in args.sizes:
+        w, h = (int(v) for v in size.split("x"))
+        arrays = [np.asarray(im.resize((w, h), Image.BILINEAR)) for im in originals]
+        pils = [Image.fromarray(a) for a in arrays]
+        with torch.inference_mode():
+            for a, p in zip(arrays[:3], pils[:3]):  # warm-up
+                reference.detect(p)
+                for det in ours.values():
+                    det.detect(a)
+            t_ref = timed(reference.detect, pils, args.repeats)
+        t_onet = timed(ours["O-Net"].detect, arrays, args.repeats)
+        t_fp = timed(ours["FPNet"].detect, arrays, args.repeats)
+        print(f"{size:>10} {t_ref:14.4f} {t_onet:11.4f} {t_fp:11.4f} {t_onet / t_ref:12.2f} {t_fp / t_ref:12.2f}")
+
+
+if __name__ == "__main__":
+    main()

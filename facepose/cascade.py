@@ -1,0 +1,132 @@
+"""The three stages of the cascade, each a function of an image and the boxes it is given.
+
+Every stage works on one image held as a ``(1, 3, H, W)`` float tensor of 0-255 RGB values and on
+``(N, 4)`` boxes in that image's pixels. They follow facenet-pytorch's MTCNN (same arithmetic, same
+thresholds), with every crop of a stage resized in one batched gather instead of a Python loop.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .boxes import apply_offsets, nms, square
+from .crops import crop_resize, crop_windows, integral_image
+from .nets import FPNet, PNet, RNet
+from .pyramid import pyramid_level, pyramid_scales
+from .rotation import sixd_to_matrix
+
+__all__ = ["Proposals", "Detections", "normalize", "propose", "refine", "finish"]
+
+STRIDE, CELL = 2, 12  # P-Net sees a 12x12 window every 2 pixels
+
+
+def normalize(pixels: torch.Tensor) -> torch.Tensor:
+    """0-255 RGB -> MTCNN's input range, ``(x - 127.5) / 128``, in place."""
+    return pixels.sub_(127.5).mul_(0.0078125)
+
+
+@dataclass
+class Proposals:
+    """Candidate faces after a stage: ``boxes (N, 4)`` and ``scores (N,)``."""
+
+    boxes: torch.Tensor
+    scores: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+
+@dataclass
+class Detections:
+    """The last stage's output for ``N`` faces."""
+
+    boxes: torch.Tensor  # (N, 4) x1, y1, x2, y2
+    scores: torch.Tensor  # (N,)
+    landmarks: torch.Tensor  # (N, 5, 2) eyes, nose, mouth corners (x, y)
+    rotations: torch.Tensor  # (N, 3, 3), or (N, 0, 0) when the network has no rotation head
+
+
+def _scan_level(pnet: PNet, image: torch.Tensor, scale: float, threshold: float) -> Proposals:
+    """P-Net over one pyramid level: every window above ``threshold``, with regressed boxes kept
+    in the 4 extra columns for later."""
+    prob, reg = pnet(normalize(pyramid_level(image, scale)))
+    rows, cols = torch.nonzero(prob[0] >= threshold, as_tuple=True)
+    xy = torch.stack((cols, rows), dim=1).to(image.dtype)
+    top_left = ((STRIDE * xy + 1) / scale).floor()
+    bottom_right = ((STRIDE * xy + CELL) / scale).floor()
+    boxes = torch.cat((top_left, bottom_right, reg[0, :, rows, cols].T), dim=1)
+    return Proposals(boxes, prob[0, rows, cols])
+
+
+def propose(
+    pnet: PNet, image: torch.Tensor, min_face_size: float, factor: float, threshold: float,
+    nms_level: float = 0.5, nms_all: float = 0.7,
+) -> Proposals:
+    """Stage 1: P-Net on the image pyramid, NMS per level and over all levels, box regression, squared."""
+    height, width = image.shape[-2:]
+    found = []
+    for scale in pyramid_scales(height, width, min_face_size, factor):
+        p = _scan_level(pnet, image, scale, threshold)
+        keep = nms(p.boxes[:, :4], p.scores, nms_level)
+        found.append(Proposals(p.boxes[keep], p.scores[keep]))
+    boxes = torch.cat([p.boxes for p in found]) if found else image.new_zeros(0, 8)
+    scores = torch.cat([p.scores for p in found]) if found else image.new_zeros(0)
+    keep = nms(boxes[:, :4], scores, nms_all)
+    boxes, scores = boxes[keep], scores[keep]
+    boxes = apply_offsets(boxes[:, :4], boxes[:, 4:], plus_one=False)
+    return Proposals(square(boxes), scores)
+
+
+def _crops(ii: torch.Tensor, boxes: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised ``(M, 3, size, size)`` crops of the boxes that overlap the image, and which those are."""
+    height, width = ii.shape[-2] - 1, ii.shape[-1] - 1
+    windows = crop_windows(boxes, width, height)
+    valid = (windows[:, 2] > windows[:, 0]) & (windows[:, 3] > windows[:, 1])
+    return normalize(crop_resize(ii, windows[valid], size)), valid
+
+
+def refine(rnet: RNet, ii: torch.Tensor, proposals: Proposals, threshold: float, nms_threshold: float = 0.7) -> Proposals:
+    """Stage 2: R-Net on 24x24 crops; keep scores above ``threshold``, NMS, box regression, squared."""
+    if len(proposals) == 0:
+        return proposals
+    crops, valid = _crops(ii, proposals.boxes, 24)
+    boxes = proposals.boxes[valid]
+    scores, offsets = rnet(crops)
+    passed = scores > threshold
+    boxes, scores, offsets = boxes[passed], scores[passed], offsets[passed]
+    keep = nms(boxes, scores, nms_threshold)
+    return Proposals(square(apply_offsets(boxes[keep], offsets[keep])), scores[keep])
+
+
+def finish(fpnet: FPNet, ii: torch.Tensor, proposals: Proposals, threshold: float, nms_threshold: float = 0.7) -> Detections:
+    """Stage 3: FPNet (or O-Net) on 48x48 crops: face score, box regression, landmarks, rotation;
+    then NMS by overlap over the smaller box."""
+    n_rot = 3 if fpnet.rotation is not None else 0
+    if len(proposals) == 0:
+        z = ii.new_zeros(0).float()
+        return Detections(z.reshape(0, 4), z, z.reshape(0, 5, 2), z.reshape(0, n_rot, n_rot))
+    crops, valid = _crops(ii, proposals.boxes, 48)
+    boxes = proposals.boxes[valid]
+    out = fpnet(crops)
+    scores = torch.softmax(out.face_logits, dim=1)[:, 1]
+    passed = scores > threshold
+    boxes, scores = boxes[passed], scores[passed]
+    size = (boxes[:, 2:] - boxes[:, :2] + 1)[:, None, :]
+    marks = out.landmarks[passed].reshape(-1, 2, 5).transpose(1, 2) * size + boxes[:, None, :2] - 1
+    rotations = sixd_to_matrix(out.sixd[passed]) if n_rot else scores.new_zeros(len(scores), 0, 0)
+    boxes = apply_offsets(boxes, out.box[passed])
+    keep = nms(boxes, scores, nms_threshold, mode="min", plus_one=True)
+    return Detections(boxes[keep], scores[keep], marks[keep], rotations[keep])
+
+
+def run_cascade(
+    nets: tuple[PNet, RNet, FPNet], image: torch.Tensor, min_face_size: float, factor: float,
+    thresholds: tuple[float, float, float], nms_thresholds: tuple[float, float, float, float],
+) -> Detections:
+    """All three stages on one ``(1, 3, H, W)`` 0-255 image."""
+    pnet, rnet, fpnet = nets
+    proposals = propose(pnet, image, min_face_size, factor, thresholds[0], nms_thresholds[0], nms_thresholds[1])
+    ii = integral_image(image[0])
+    proposals = refine(rnet, ii, proposals, thresholds[1], nms_thresholds[2])
+    return finish(fpnet, ii, proposals, thresholds[2], nms_thresholds[3])

@@ -1,0 +1,121 @@
+"""``FacePoseDetector``: find every face in a photo, with landmarks and 3D head rotation."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .cascade import run_cascade
+from .image import DEFAULT_MAX_PIXELS, ImageInput, load_image
+from .rotation import matrix_to_euler
+from .weights import WEIGHTS_DIR, load_fpnet, load_pnet, load_rnet
+
+__all__ = ["Face", "FacePoseDetector"]
+
+
+@dataclass
+class Face:
+    """One detected face, in pixels of the (EXIF-upright) input image.
+
+    ``rotation`` maps head to camera coordinates (camera x right, y up, z toward the viewer; a frontal
+    face is the identity); ``yaw``, ``pitch``, ``roll`` are degrees in the AFLW2000 convention (see
+    ``facepose.rotation``). All four are ``None`` when the weights carry no trained pose head.
+    """
+
+    box: tuple[float, float, float, float]
+    score: float
+    landmarks: list[tuple[float, float]]  # left eye, right eye (as displayed), nose, mouth left, mouth right
+    rotation: list[list[float]] | None
+    yaw: float | None
+    pitch: float | None
+    roll: float | None
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict with the same field names."""
+        d = asdict(self)
+        d["box"], d["landmarks"] = list(d["box"]), [list(p) for p in d["landmarks"]]
+        return d
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device='cuda' was asked for, but PyTorch sees no CUDA GPU on this machine; use device='cpu'")
+    return device
+
+
+class FacePoseDetector:
+    """MTCNN's cascade with FPNet as its last stage.
+
+    Args:
+        min_face_size: smallest face searched for, in pixels (MTCNN default 20).
+        thresholds: face-probability thresholds of P-Net, R-Net, FPNet (default 0.6, 0.7, 0.7).
+        nms_thresholds: IoU thresholds of NMS within a pyramid level, over all levels, after R-Net,
+            and (overlap over the smaller box) after FPNet (default 0.5, 0.7, 0.7, 0.7).
+        factor: pyramid scale step (default 0.709).
+        weights: FPNet weights file (safetensors); default: the packaged ones. A file without a
+            rotation head (such as ``onet.safetensors``) gives plain MTCNN.
+        device: ``"cpu"`` or ``"cuda"``.
+        max_pixels: larger images are refused with ``ImageError`` (default 80 MP).
+    """
+
+    def __init__(
+        self,
+        min_face_size: float = 20,
+        thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
+        nms_thresholds: tuple[float, float, float, float] = (0.5, 0.7, 0.7, 0.7),
+        factor: float = 0.709,
+        weights: str | Path | None = None,
+        device: str | torch.device = "cpu",
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    ) -> None:
+        if min_face_size < 12:
+            raise ValueError(f"min_face_size must be at least 12 pixels (P-Net's window), got {min_face_size}")
+        if not 0 < factor < 1:
+            raise ValueError(f"factor must be between 0 and 1, got {factor}")
+        if len(thresholds) != 3 or not all(0 <= t <= 1 for t in thresholds):
+            raise ValueError(f"thresholds must be three probabilities, got {thresholds}")
+        self.min_face_size = min_face_size
+        self.thresholds = tuple(thresholds)
+        self.nms_thresholds = tuple(nms_thresholds)
+        self.factor = factor
+        self.max_pixels = max_pixels
+        self.device = _resolve_device(device)
+        self.weights = Path(weights) if weights is not None else WEIGHTS_DIR / "fpnet.safetensors"
+        fpnet, self.pose_available = load_fpnet(self.weights)
+        self.nets = tuple(net.to(self.device) for net in (load_pnet(), load_rnet(), fpnet))
+
+    @torch.inference_mode()
+    def detect(self, image: ImageInput) -> list[Face]:
+        """Find every face in ``image`` (path, PIL image, or HxWx3 uint8 RGB array), best first.
+
+        Raises ``facepose.ImageError`` for a missing, unreadable, corrupt or too large image.
+        """
+        pixels = load_image(image, self.max_pixels)
+        if not pixels.flags.writeable:  # torch wants to own writable memory; a copy is cheap
+            pixels = pixels.copy()
+        tensor = torch.from_numpy(pixels).to(self.device).permute(2, 0, 1)[None].float()
+        det = run_cascade(self.nets, tensor, self.min_face_size, self.factor, self.thresholds, self.nms_thresholds)
+        boxes = det.boxes.cpu().tolist()
+        scores = det.scores.cpu().tolist()
+        marks = det.landmarks.cpu().tolist()
+        if self.pose_available:
+            rotations = det.rotations.cpu()
+            angles = matrix_to_euler(rotations.double()).tolist()
+            rotations = rotations.tolist()
+        else:
+            rotations = [None] * len(boxes)
+            angles = [(None, None, None)] * len(boxes)
+        return [
+            Face(tuple(b), s, [tuple(p) for p in m], r, *a)
+            for b, s, m, r, a in zip(boxes, scores, marks, rotations, angles)
+        ]
+
+    def __repr__(self) -> str:
+        return (
+            f"FacePoseDetector(min_face_size={self.min_face_size}, thresholds={self.thresholds}, "
+            f"factor={self.factor}, weights='{self.weights}', device='{self.device}', "
+            f"pose_available={self.pose_available})"
+        )

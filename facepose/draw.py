@@ -1,0 +1,58 @@
+"""Drawing detections: box, score, landmarks, and the head's three axes projected into the image."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from .detector import Face
+
+__all__ = ["AXIS_COLORS", "axis_endpoints", "draw_faces"]
+
+AXIS_COLORS = ((230, 25, 25), (25, 200, 25), (40, 80, 255))  # x red, y green, z blue (Hopenet, 6DRepNet)
+BOX_COLOR = (255, 200, 0)
+LANDMARK_COLOR = (0, 230, 255)
+
+
+def axis_endpoints(rotation: Sequence[Sequence[float]], center: tuple[float, float], length: float) -> list[tuple[float, float]]:
+    """Image points where the head's x, y and z axes end, drawn from ``center``.
+
+    Orthographic projection of the rotation's columns: camera x is image right, camera y is image up
+    (so image rows go the other way), z (out of the face) shows by its x and y parts.
+    """
+    r = np.asarray(rotation, dtype=float)
+    cx, cy = center
+    return [(cx + length * r[0, k], cy - length * r[1, k]) for k in range(3)]
+
+
+def draw_faces(image: Image.Image | np.ndarray, faces: Sequence[Face], landmarks: bool = True, axes: bool = True) -> Image.Image:
+    """A copy of ``image`` (RGB) with each face's box and score, landmarks and head axes drawn."""
+    canvas = Image.fromarray(image) if isinstance(image, np.ndarray) else image.convert("RGB")
+    canvas = canvas.copy()
+    draw = ImageDraw.Draw(canvas)
+    scale = max(canvas.size) / 640
+    width = max(1, round(2 * scale))
+    font = ImageFont.load_default(size=max(10, round(12 * scale)))
+    for face in faces:
+        x1, y1, x2, y2 = face.box
+        draw.rectangle((x1, y1, x2, y2), outline=BOX_COLOR, width=width)
+        label = f"{face.score:.2f}"
+        if face.yaw is not None:
+            label += f"  y{face.yaw:+.0f} p{face.pitch:+.0f} r{face.roll:+.0f}"
+        left, top, right, bottom = draw.textbbox((x1, y1), label, font=font)
+        text_y = y1 - (bottom - top) - 2 * width if y1 - (bottom - top) - 2 * width >= 0 else y2 + width
+        draw.rectangle((x1, text_y, x1 + right - left + 2 * width, text_y + bottom - top + 2 * width), fill=BOX_COLOR)
+        draw.text((x1 + width, text_y + width - (top - y1)), label, fill=(0, 0, 0), font=font)
+        if landmarks:
+            r = max(1.5, 1.5 * width)
+            for px, py in face.landmarks:
+                draw.ellipse((px - r, py - r, px + r, py + r), fill=LANDMARK_COLOR)
+        if axes and face.rotation is not None:
+            center = ((x1 + x2) / 2, (y1 + y2) / 2)
+            ends = axis_endpoints(face.rotation, center, 0.5 * (x2 - x1))
+            # draw the axis pointing most toward the viewer last, so it stays on top
+            order = np.argsort([face.rotation[2][k] for k in range(3)])
+            for k in order:
+                draw.line((center, ends[k]), fill=AXIS_COLORS[k], width=2 * width)
+    return canvas

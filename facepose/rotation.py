@@ -1,0 +1,138 @@
+"""Rotation maths: the 6D representation, Euler angles, geodesic distance, mirroring.
+
+Convention (used everywhere in FacePose):
+
+* Camera frame: x to the image's right, y up, z toward the viewer (OpenGL style, right-handed).
+* A head's rotation matrix ``R`` maps head coordinates to camera coordinates; its columns are the
+  head's axes seen from the camera: x toward the subject's left (image right for a frontal face),
+  y toward the top of the head, z out of the face. A frontal face has ``R = I``.
+* Angles in degrees, as in AFLW2000, 300W-LP, Hopenet, 6DRepNet and WHENet: pitch > 0 looks up,
+  yaw > 0 turns toward the image's left, roll > 0 tilts clockwise as displayed, and
+  ``R = Rx(-pitch) @ Ry(-yaw) @ Rz(-roll)`` with right-handed elementary rotations. This is the
+  rotation 3DDFA fitted for AFLW2000's ``Pose_Para``; 6DRepNet's ``get_R`` is its transpose.
+
+All functions are pure and batched over any leading dimensions ``(...)``.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = [
+    "sixd_to_matrix",
+    "matrix_to_sixd",
+    "euler_to_matrix",
+    "matrix_to_euler",
+    "geodesic_distance",
+    "mirror_matrix",
+    "mirror_euler",
+]
+
+
+def sixd_to_matrix(sixd: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Gram-Schmidt the 6D representation (Zhou et al. 2019, 6DRepNet) into a rotation matrix.
+
+    Args:
+        sixd: ``(..., 6)``, two 3D vectors ``a1 = sixd[..., :3]`` and ``a2 = sixd[..., 3:]``.
+    Returns:
+        ``(..., 3, 3)`` with columns ``b1 = a1/|a1|``, ``b3 = (b1 x a2)/|b1 x a2|``, ``b2 = b3 x b1``.
+    """
+    a1, a2 = sixd[..., :3], sixd[..., 3:6]
+    b1 = a1 / a1.norm(dim=-1, keepdim=True).clamp_min(eps)
+    b3 = torch.linalg.cross(b1, a2, dim=-1)
+    b3 = b3 / b3.norm(dim=-1, keepdim=True).clamp_min(eps)
+    b2 = torch.linalg.cross(b3, b1, dim=-1)
+    return torch.stack((b1, b2, b3), dim=-1)
+
+
+def matrix_to_sixd(rotation: torch.Tensor) -> torch.Tensor:
+    """The 6D representation of rotations: the first two columns.
+
+    Args:
+        rotation: ``(..., 3, 3)``.
+    Returns:
+        ``(..., 6)``: column 0 then column 1, so that ``sixd_to_matrix`` inverts it exactly.
+    """
+    return torch.cat((rotation[..., :, 0], rotation[..., :, 1]), dim=-1)
+
+
+def _elementary(axis: int, angle: torch.Tensor) -> torch.Tensor:
+    """Right-handed rotation by ``angle`` (radians, ``(...)``) about axis 0, 1 or 2: ``(..., 3, 3)``."""
+    c, s = torch.cos(angle), torch.sin(angle)
+    one, zero = torch.ones_like(angle), torch.zeros_like(angle)
+    if axis == 0:
+        rows = ((one, zero, zero), (zero, c, -s), (zero, s, c))
+    elif axis == 1:
+        rows = ((c, zero, s), (zero, one, zero), (-s, zero, c))
+    else:
+        rows = ((c, -s, zero), (s, c, zero), (zero, zero, one))
+    return torch.stack([torch.stack(r, dim=-1) for r in rows], dim=-2)
+
+
+def euler_to_matrix(yaw: torch.Tensor, pitch: torch.Tensor, roll: torch.Tensor) -> torch.Tensor:
+    """Rotation matrices from yaw, pitch, roll in degrees (module convention).
+
+    Args:
+        yaw, pitch, roll: ``(...)`` tensors (broadcastable), degrees.
+    Returns:
+        ``(..., 3, 3)``: ``Rx(-pitch) @ Ry(-yaw) @ Rz(-roll)``.
+    """
+    yaw, pitch, roll = torch.broadcast_tensors(*(torch.as_tensor(a) for a in (yaw, pitch, roll)))
+    if not yaw.is_floating_point():
+        yaw, pitch, roll = yaw.double(), pitch.double(), roll.double()
+    d = math.pi / 180.0
+    return _elementary(0, -pitch * d) @ _elementary(1, -yaw * d) @ _elementary(2, -roll * d)
+
+
+def matrix_to_euler(rotation: torch.Tensor) -> torch.Tensor:
+    """Yaw, pitch, roll in degrees from rotation matrices; inverse of ``euler_to_matrix``.
+
+    Args:
+        rotation: ``(..., 3, 3)``.
+    Returns:
+        ``(..., 3)`` as ``(yaw, pitch, roll)``; exact for ``|yaw| < 90``, the gimbal-lock
+        branch (``|yaw| = 90``) puts all in-plane rotation into roll.
+    """
+    r = rotation
+    cos_yaw = torch.hypot(r[..., 1, 2], r[..., 2, 2])
+    yaw = -torch.atan2(r[..., 0, 2], cos_yaw)
+    pitch = torch.atan2(r[..., 1, 2], r[..., 2, 2])
+    roll = torch.atan2(r[..., 0, 1], r[..., 0, 0])
+    locked = cos_yaw < 1e-6
+    if locked.any():  # pitch is not observable: set it to 0 and read roll from the other block
+        pitch = torch.where(locked, torch.zeros_like(pitch), pitch)
+        roll = torch.where(locked, torch.atan2(r[..., 1, 0], r[..., 1, 1]), roll)
+    return torch.stack((yaw, pitch, roll), dim=-1) * (180.0 / math.pi)
+
+
+def geodesic_distance(r1: torch.Tensor, r2: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """Angle of the rotation taking ``r1`` to ``r2``.
+
+    Args:
+        r1, r2: ``(..., 3, 3)``.
+    Returns:
+        ``(...)`` in radians, in ``[0, pi]``; differentiable (the cosine is clamped off +-1).
+    """
+    trace = (r1.transpose(-1, -2) @ r2).diagonal(dim1=-2, dim2=-1).sum(-1)
+    return torch.acos(((trace - 1) / 2).clamp(-1 + eps, 1 - eps))
+
+
+_MIRROR = torch.tensor([-1.0, 1.0, 1.0])
+
+
+def mirror_matrix(rotation: torch.Tensor) -> torch.Tensor:
+    """The rotation of the same head seen in the horizontally flipped image.
+
+    Args:
+        rotation: ``(..., 3, 3)``.
+    Returns:
+        ``(..., 3, 3)``: ``M @ R @ M`` with ``M = diag(-1, 1, 1)``; yaw and roll change sign.
+    """
+    m = _MIRROR.to(rotation)
+    return rotation * m[:, None] * m[None, :]
+
+
+def mirror_euler(angles: torch.Tensor) -> torch.Tensor:
+    """``(..., 3)`` yaw, pitch, roll of the flipped image: ``(-yaw, pitch, -roll)``."""
+    return angles * torch.tensor([-1.0, 1.0, -1.0], dtype=angles.dtype, device=angles.device)

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Set up .venv with the test dependencies if needed, then run the test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh dev >&2
+exec .venv/bin/python -m pytest -q "$@"

@@ -1,0 +1,29 @@
+"""Shared fixtures. Real data is read in place from ../shared/data; tests that need it skip without it."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+PHOTOS = SHARED / "photos"
+AFLW2000 = SHARED / "aflw2000"
+
+needs_photos = pytest.mark.skipif(not PHOTOS.is_dir(), reason="../shared/data/photos is not here (a user's checkout)")
+needs_aflw2000 = pytest.mark.skipif(not AFLW2000.is_dir(), reason="../shared/data/aflw2000 is not here")
+
+
+@pytest.fixture(scope="session")
+def detector():
+    from facepose import FacePoseDetector
+
+    return FacePoseDetector()
+
+
+@pytest.fixture(scope="session")
+def aflw2000_rows() -> list[dict]:
+    """The standard 1969-face subset's labels, in file order."""
+    with open(AFLW2000 / "labels.csv") as f:
+        return [r for r in csv.DictReader(f) if r["in_standard_1969_subset"] == "1"]

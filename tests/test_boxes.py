@@ -1,0 +1,78 @@
+"""NMS and crop resizing against plain reference implementations."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from facepose.boxes import box_overlap, nms, square
+from facepose.crops import crop_resize, crop_windows, integral_image
+
+
+def greedy_nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str, plus_one: bool) -> list[int]:
+    one = 1.0 if plus_one else 0.0
+    area = (boxes[:, 2] - boxes[:, 0] + one) * (boxes[:, 3] - boxes[:, 1] + one)
+    order = list(np.argsort(-scores, kind="stable"))
+    keep = []
+    while order:
+        i = order.pop(0)
+        keep.append(i)
+        rest = []
+        for j in order:
+            w = max(0.0, min(boxes[i, 2], boxes[j, 2]) - max(boxes[i, 0], boxes[j, 0]) + one)
+            h = max(0.0, min(boxes[i, 3], boxes[j, 3]) - max(boxes[i, 1], boxes[j, 1]) + one)
+            inter = w * h
+            denom = min(area[i], area[j]) if mode == "min" else area[i] + area[j] - inter
+            if inter / denom <= threshold:
+                rest.append(j)
+        order = rest
+    return keep
+
+
+def random_boxes(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(n, 2, generator=g, dtype=torch.float64) * 200
+    wh = torch.rand(n, 2, generator=g, dtype=torch.float64) * 60 + 5
+    return torch.cat((xy, xy + wh), 1), torch.rand(n, generator=g, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("mode,plus_one,threshold", [("union", False, 0.5), ("union", False, 0.7), ("min", True, 0.7)])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_nms_equals_greedy_reference(mode, plus_one, threshold, seed):
+    boxes, scores = random_boxes(300, seed)
+    expected = greedy_nms(boxes.numpy(), scores.numpy(), threshold, mode, plus_one)
+    got = nms(boxes, scores, threshold, mode, plus_one)
+    assert got.tolist() == expected
+
+
+def test_nms_blocks_give_the_same_answer():
+    boxes, scores = random_boxes(700, 5)
+    assert nms(boxes, scores, 0.5, block=64).tolist() == nms(boxes, scores, 0.5, block=4096).tolist()
+
+
+def test_nms_empty():
+    assert nms(torch.zeros(0, 4), torch.zeros(0), 0.5).numel() == 0
+
+
+def test_overlap_values():
+    a = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
+    b = torch.tensor([[5.0, 0.0, 15.0, 10.0], [0.0, 0.0, 5.0, 5.0]])
+    assert box_overlap(a, b).tolist()[0] == pytest.approx([50 / 150, 25 / 100])
+    assert box_overlap(a, b, mode="min").tolist()[0] == pytest.approx([0.5, 1.0])
+
+
+def test_square_keeps_centre():
+    s = square(torch.tensor([[10.0, 20.0, 30.0, 60.0]]))
+    assert s.tolist() == [[0.0, 20.0, 40.0, 60.0]]
+
+
+def test_crop_resize_equals_area_interpolation_per_crop():
+    g = torch.Generator().manual_seed(0)
+    image = torch.randint(0, 256, (3, 97, 131), generator=g).float()
+    boxes = torch.tensor([[5.0, 7.0, 60.0, 62.0], [-10.0, -4.0, 30.0, 36.0], [100.0, 60.0, 150.0, 110.0], [3.2, 4.9, 9.7, 11.1]])
+    windows = crop_windows(boxes, 131, 97)
+    got = crop_resize(integral_image(image), windows, 24)
+    for k, (x0, y0, x1, y1) in enumerate(windows.tolist()):
+        expected = F.interpolate(image[None, :, y0:y1, x0:x1], size=(24, 24), mode="area")[0]
+        assert torch.allclose(got[k], expected, atol=1e-4)

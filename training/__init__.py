@@ -1,0 +1,1 @@
+"""Reproducing FPNet: weight conversion, teacher, data set building, training and evaluation."""

@@ -1,0 +1,93 @@
+"""Convert MTCNN's weights from the facenet-pytorch 2.6.0 wheel into FacePose's safetensors.
+
+    python -m training.convert_mtcnn [--wheel facenet_pytorch-2.6.0-py3-none-any.whl] [--out DIR]
+
+Without ``--wheel`` it runs ``pip download --no-deps facenet-pytorch==2.6.0`` into a temporary folder.
+Writes ``pnet``, ``rnet``, ``onet`` (the original O-Net, for comparisons) and ``fpnet`` (O-Net's weights
+for every layer they share, an untrained rotation head marked ``"pose": "untrained"``) and records
+each file's sha256 in ``manifest.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from facepose.nets import FPNet
+from facepose.weights import WEIGHTS_DIR, sha256_of
+
+# facenet-pytorch's layer names -> ours (same tensors, renamed heads)
+RENAME = {
+    "pnet": {"conv4_1": "score", "conv4_2": "box"},
+    "rnet": {"dense5_1": "score", "dense5_2": "box"},
+    "onet": {"dense6_1": "score", "dense6_2": "box", "dense6_3": "landmarks"},
+}
+
+
+def read_wheel_state(wheel: Path, name: str) -> dict[str, torch.Tensor]:
+    with zipfile.ZipFile(wheel) as z:
+        raw = z.read(f"facenet_pytorch/data/{name}.pt")
+    state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    out = {}
+    for key, value in state.items():
+        layer, _, param = key.partition(".")
+        out[f"{RENAME[name].get(layer, layer)}.{param}"] = value.float().contiguous()
+    return out
+
+
+def download_wheel(folder: Path) -> Path:
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--no-deps", "facenet-pytorch==2.6.0", "-d", str(folder)],
+        check=True,
+    )
+    return next(folder.glob("facenet_pytorch-2.6.0-*.whl"))
+
+
+def update_manifest(out: Path, names: list[str]) -> None:
+    manifest_path = out / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"files": {}}
+    for name in names:
+        manifest["files"][name] = sha256_of(out / name)
+    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--wheel", type=Path, help="facenet_pytorch-2.6.0 wheel (default: pip download it)")
+    parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="output folder (default: the package's)")
+    parser.add_argument("--keep-fpnet", action="store_true", help="do not overwrite an existing fpnet file")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        wheel = args.wheel or download_wheel(Path(tmp))
+        states = {name: read_wheel_state(wheel, name) for name in RENAME}
+    args.out.mkdir(parents=True, exist_ok=True)
+    meta = {"source": "facenet-pytorch 2.6.0"}
+    written = []
+    for name, state in states.items():
+        save_file(state, str(args.out / f"{name}.safetensors"), metadata=meta)
+        written.append(f"{name}.safetensors")
+
+    fpnet_path = args.out / "fpnet.safetensors"
+    if not (args.keep_fpnet and fpnet_path.exists()):
+        torch.manual_seed(0)
+        fpnet = FPNet()
+        missing, unexpected = fpnet.load_state_dict(states["onet"], strict=False)
+        assert set(missing) == {"rotation.weight", "rotation.bias"} and not unexpected, (missing, unexpected)
+        state = {k: v.contiguous() for k, v in fpnet.state_dict().items()}
+        save_file(state, str(fpnet_path), metadata={**meta, "pose": "untrained"})
+        written.append("fpnet.safetensors")
+    update_manifest(args.out, written)
+    print(f"wrote {', '.join(written)} to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
