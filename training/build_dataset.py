@@ -1,0 +1,344 @@
+"""Turn photos into FPNet training samples, as the thesis does.
+
+    python -m training.build_dataset [--out data_cache/fpnet] [--sources aflw wider] [--celeba DIR]
+                                     [--wider DIR ...] [--limit N]
+
+For every photo: P-Net and R-Net propose boxes exactly as at inference; each proposal's 48x48 crop is
+labelled by IoU with the true faces (>= 0.65 positive, 0.4-0.65 part face for box regression only,
+< 0.3 negative, faces too small to learn from are neither), and negatives are also cut from inside
+faces, around the eyes. Every positive gets the teacher's (WHENet) rotation, computed on a 224x224 crop
+of its face with flip averaging; the original O-Net's landmarks and score for the same crop are kept
+as distillation targets. Samples go to compact ``.npz`` shards with a ``manifest.json``; a rerun skips
+finished shards (resumable) and teacher outputs are cached in ``teacher_cache.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from facepose.boxes import box_overlap
+from facepose.cascade import Proposals, finish, normalize, propose, refine
+from facepose.crops import crop_resize, crop_windows, integral_image
+from facepose.rotation import euler_to_matrix, matrix_to_sixd
+from facepose.weights import WEIGHTS_DIR, load_fpnet, load_pnet, load_rnet
+
+from . import sources
+from .aflw2000 import crop_square
+from .teacher import find_whenet_h5, flip_averaged, load_whenet
+
+__all__ = ["KIND", "Labeller", "is_validation", "label_proposals", "offsets_to", "main"]
+
+KIND = {"negative": 0, "positive": 1, "part": 2, "inside": 3}
+POS_IOU, PART_IOU, NEG_IOU = 0.65, 0.4, 0.3
+# Median box of the teacher crop relative to O-Net's face box (x1, y1, x2, y2 offsets in units of the
+# box's width/height), measured on AFLW face crops; recomputed by each build and stored in the manifest.
+DEFAULT_TEACHER_BOX = (-0.25, -0.3, 0.25, 0.05)
+
+
+def is_validation(key: str, every: int = 20) -> bool:
+    """Deterministic 1-in-``every`` split by photo."""
+    return int(hashlib.sha1(key.encode()).hexdigest(), 16) % every == 0
+
+
+def teacher_box_from(face: np.ndarray, rel: tuple[float, float, float, float]) -> tuple[float, ...]:
+    w, h = face[2] - face[0], face[3] - face[1]
+    return (face[0] + rel[0] * w, face[1] + rel[1] * h, face[2] + rel[2] * w, face[3] + rel[3] * h)
+
+
+def face_from_teacher_box(box, rel) -> np.ndarray:
+    """Inverse of ``teacher_box_from``."""
+    w = (box[2] - box[0]) / (1 + rel[2] - rel[0])
+    h = (box[3] - box[1]) / (1 + rel[3] - rel[1])
+    return np.array([box[0] - rel[0] * w, box[1] - rel[1] * h, box[2] - rel[2] * w, box[3] - rel[3] * h])
+
+
+@dataclass
+class Cascade:
+    """What the cascade sees of one photo: R-Net's proposals, their 48x48 crops, O-Net's verdicts."""
+
+    boxes: np.ndarray  # (N, 4) squared R-Net boxes (FPNet's input windows)
+    crops: np.ndarray  # (N, 48, 48, 3) uint8
+    onet_score: np.ndarray  # (N,)
+    onet_marks: np.ndarray  # (N, 10) relative landmarks
+    detections: np.ndarray  # (D, 4) O-Net's final boxes
+    det_marks: np.ndarray  # (D, 5, 2)
+    det_scores: np.ndarray  # (D,)
+
+
+class Labeller:
+    """Runs P-Net, R-Net and O-Net on photos and labels the proposals."""
+
+    def __init__(self, min_face_size: float = 20, seed: int = 0) -> None:
+        self.pnet, self.rnet = load_pnet(), load_rnet()
+        self.onet, _ = load_fpnet(WEIGHTS_DIR / "onet.safetensors")
+        self.min_face_size = min_face_size
+        self.rng = np.random.default_rng(seed)
+
+    @torch.inference_mode()
+    def cascade(self, pixels: np.ndarray, min_face_size: float | None = None) -> Cascade:
+        image = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None].float()
+        props = propose(self.pnet, image.clone(), min_face_size or self.min_face_size, 0.709, 0.6)
+        ii = integral_image(image[0])
+        props = refine(self.rnet, ii, props, 0.7)
+        windows = crop_windows(props.boxes, pixels.shape[1], pixels.shape[0])
+        valid = (windows[:, 2] > windows[:, 0]) & (windows[:, 3] > windows[:, 1])
+        boxes, windows = props.boxes[valid], windows[valid]
+        crops = crop_resize(ii, windows, 48) if len(boxes) else torch.zeros(0, 3, 48, 48)
+        out = self.onet(normalize(crops.clone()))
+        det = finish(self.onet, ii, Proposals(boxes, props.scores[valid]), 0.7)
+        return Cascade(
+            boxes.numpy().astype(np.float64), crops.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy(),
+            torch.softmax(out.face_logits, 1)[:, 1].numpy(), out.landmarks.numpy(), det.boxes.numpy().astype(np.float64),
+            det.landmarks.numpy(), det.scores.numpy(),
+        )
+
+    def inside_boxes(self, face: np.ndarray, eyes: np.ndarray | None, count: int) -> np.ndarray:
+        """``count`` square boxes around the eyes of ``face`` (0.3-0.5 of its width, jittered)."""
+        w, h = face[2] - face[0], face[3] - face[1]
+        if eyes is None:
+            eyes = np.array([[face[0] + 0.3 * w, face[1] + 0.4 * h], [face[0] + 0.7 * w, face[1] + 0.4 * h]])
+        out = []
+        for _ in range(count):
+            cx, cy = eyes[self.rng.integers(2)] + self.rng.uniform(-0.1, 0.1, 2) * w
+            side = self.rng.uniform(0.3, 0.5) * w
+            out.append([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2])
+        return np.array(out).reshape(-1, 4)
+
+
+def label_proposals(proposals: np.ndarray, faces: np.ndarray, ignore: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Label proposals ``(N, 4)`` by IoU with the faces ``(F, 4)``.
+
+    Returns ``kind`` (N,): positive (IoU >= 0.65), part (0.4-0.65), negative (< 0.3 with every face,
+    ignored ones included), -1 for the rest and for proposals on ignored faces; and ``face`` (N,): index
+    of the best-overlapping face (-1 without faces).
+    """
+    n = len(proposals)
+    kind = np.full(n, -1, np.int8)
+    if not len(faces):
+        kind[:] = KIND["negative"]
+        return kind, np.full(n, -1)
+    iou = box_overlap(torch.from_numpy(proposals).double(), torch.from_numpy(faces).double()).numpy()
+    best = iou.argmax(1)
+    best_iou = iou[np.arange(n), best]
+    good = ~ignore[best]
+    kind[(best_iou >= POS_IOU) & good] = KIND["positive"]
+    kind[(best_iou >= PART_IOU) & (best_iou < POS_IOU) & good] = KIND["part"]
+    kind[iou.max(1) < NEG_IOU] = KIND["negative"]
+    return kind, best
+
+
+def offsets_to(boxes: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """MTCNN regression targets: corner moves in units of the (inclusive) box size."""
+    size = (boxes[:, 2:] - boxes[:, :2] + 1)
+    return ((targets - boxes) / np.concatenate([size, size], 1)).astype(np.float32)
+
+
+class Builder:
+    def __init__(self, out: Path, teacher_path: Path | None, max_negatives: int, seed: int) -> None:
+        self.out = out
+        (out / "shards").mkdir(parents=True, exist_ok=True)
+        self.manifest_path = out / "manifest.json"
+        self.manifest = json.loads(self.manifest_path.read_text()) if self.manifest_path.exists() else {"shards": {}}
+        self.cache_path = out / "teacher_cache.json"
+        self.cache = json.loads(self.cache_path.read_text()) if self.cache_path.exists() else {}
+        self.labeller = Labeller(seed=seed)
+        self.teacher_path = teacher_path
+        self.teacher = None
+        self.max_negatives = max_negatives
+        self.rng = np.random.default_rng(seed)
+        self.teacher_box = tuple(self.manifest.get("teacher_box", DEFAULT_TEACHER_BOX))
+
+    # -- teacher -------------------------------------------------------------------------------------
+    def teach(self, requests: list[tuple[str, np.ndarray, tuple]]) -> None:
+        """Teacher angles for (key, pixels, box) not in the cache yet, flip-averaged, batched."""
+        todo = [r for r in requests if r[0] not in self.cache]
+        if not todo:
+            return
+        if self.teacher is None:
+            self.teacher = load_whenet(find_whenet_h5(self.teacher_path))
+        from PIL import Image
+
+        for i in range(0, len(todo), 32):
+            batch = todo[i:i + 32]
+            x = np.stack([crop_square(Image.fromarray(p), box) for _, p, box in batch])
+            with torch.inference_mode():
+                angles = flip_averaged(self.teacher, torch.from_numpy(x).permute(0, 3, 1, 2).float())
+            for (key, _, _), a in zip(batch, angles.tolist()):
+                self.cache[key] = a
+
+    # -- calibration ---------------------------------------------------------------------------------
+    def calibrate(self, photos: list[sources.Photo]) -> None:
+        """Median teacher box relative to O-Net's detection, on AFLW crops where O-Net finds the face."""
+        rel = []
+        for photo in tqdm(photos, desc="calibrating teacher box", unit="img"):
+            c = self.labeller.cascade(photo.pixels, 40)
+            tb = np.array(photo.teacher_boxes[0])
+            centre = (tb[:2] + tb[2:]) / 2
+            for det in c.detections:
+                dc = (det[:2] + det[2:]) / 2
+                w, h = det[2] - det[0], det[3] - det[1]
+                if np.all(np.abs(dc - centre) < 0.25 * w):
+                    rel.append([(tb[0] - det[0]) / w, (tb[1] - det[1]) / h, (tb[2] - det[2]) / w, (tb[3] - det[3]) / h])
+                    break
+        if len(rel) >= 20:
+            self.teacher_box = tuple(float(v) for v in np.median(np.array(rel), 0))
+        self.manifest["teacher_box"] = list(self.teacher_box)
+        print(f"teacher box relative to O-Net's face box: {np.round(self.teacher_box, 3).tolist()} ({len(rel)} faces)")
+
+    # -- labelling -----------------------------------------------------------------------------------
+    def label(self, photo: sources.Photo, min_face: float) -> tuple[dict, list]:
+        c = self.labeller.cascade(photo.pixels, min_face)
+        faces, ignore = photo.boxes.reshape(-1, 4).astype(np.float64), photo.ignore
+        teacher_boxes = list(photo.teacher_boxes)
+        if len(faces) == 0 and teacher_boxes:  # AFLW crop: the face is O-Net's detection near the landmarks
+            expected = face_from_teacher_box(teacher_boxes[0], self.teacher_box)
+            face = expected
+            if len(c.detections):
+                iou = box_overlap(torch.from_numpy(c.detections), torch.from_numpy(expected[None]))[:, 0].numpy()
+                if iou.max() > 0.4:
+                    face = c.detections[iou.argmax()]
+            faces, ignore = face[None], np.zeros(1, bool)
+        if ignore is None:
+            ignore = np.zeros(len(faces), bool)
+        eyes: list = [None] * len(faces)
+        if len(c.detections) and len(faces):  # match O-Net's detections to faces: eyes, teacher boxes
+            iou = box_overlap(torch.from_numpy(faces), torch.from_numpy(c.detections)).numpy()
+            for f in range(len(faces)):
+                d = iou[f].argmax()
+                if iou[f, d] >= 0.5:
+                    eyes[f] = c.det_marks[d][:2]
+                    if teacher_boxes[f] is None and not ignore[f] and faces[f][2] - faces[f][0] >= 40:
+                        teacher_boxes[f] = teacher_box_from(c.detections[d], self.teacher_box)
+        requests = [(f"{photo.key}#{f}", photo.pixels, tuple(teacher_boxes[f])) for f in range(len(faces))
+                    if teacher_boxes[f] is not None and not ignore[f]]
+
+        kind, face_of = label_proposals(c.boxes, faces, ignore)
+        target = faces[np.maximum(face_of, 0)] if len(faces) else np.zeros((len(kind), 4))
+        face_of = np.where(kind == KIND["positive"], face_of, -1)
+        negatives = np.flatnonzero(kind == KIND["negative"])
+        if len(negatives) > self.max_negatives:
+            kind[self.rng.choice(negatives, len(negatives) - self.max_negatives, replace=False)] = -1
+        keep = kind >= 0
+        samples = {
+            "crops": c.crops[keep], "kind": kind[keep], "box": offsets_to(c.boxes[keep], target[keep]),
+            "marks": c.onet_marks[keep].astype(np.float32), "onet_score": c.onet_score[keep].astype(np.float32),
+            "face_key": np.array([f"{photo.key}#{f}" if f >= 0 else "" for f in face_of[keep]]),
+        }
+        # negatives from inside faces, around the eyes: one per learnable face of at least 30 px
+        inside = [self.labeller.inside_boxes(faces[f], eyes[f], 1) for f in range(len(faces))
+                  if not ignore[f] and faces[f][2] - faces[f][0] >= 30]
+        if inside:
+            boxes = np.concatenate(inside)
+            image = torch.from_numpy(np.ascontiguousarray(photo.pixels)).permute(2, 0, 1).float()
+            windows = crop_windows(torch.from_numpy(boxes).float(), photo.pixels.shape[1], photo.pixels.shape[0])
+            ok = ((windows[:, 2] > windows[:, 0]) & (windows[:, 3] > windows[:, 1])).numpy()
+            if ok.any():
+                crops = crop_resize(integral_image(image), windows[ok], 48)
+                with torch.inference_mode():
+                    out = self.labeller.onet(normalize(crops.clone()))
+                m = int(ok.sum())
+                extra = {
+                    "crops": crops.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy(),
+                    "kind": np.full(m, KIND["inside"], np.int8), "box": np.zeros((m, 4), np.float32),
+                    "marks": out.landmarks.numpy().astype(np.float32),
+                    "onet_score": torch.softmax(out.face_logits, 1)[:, 1].numpy().astype(np.float32),
+                    "face_key": np.array([""] * m),
+                }
+                samples = {k: np.concatenate([samples[k], extra[k]]) for k in samples}
+        return samples, requests
+
+    def finish_shard(self, name: str, parts: list[dict], split: str) -> None:
+        data = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
+        if not data:
+            return
+        keys = data.pop("face_key")
+        angles = np.array([self.cache.get(k, [np.nan] * 3) if k else [np.nan] * 3 for k in keys], np.float32)
+        has_pose = ~np.isnan(angles[:, 0])
+        rot = euler_to_matrix(*torch.from_numpy(np.nan_to_num(angles).astype(np.float64)).T)
+        data.update(angles=angles, has_pose=has_pose, sixd=matrix_to_sixd(rot).float().numpy())
+        np.savez(self.out / "shards" / f"{name}.npz", **data)
+        counts = {k: int((data["kind"] == v).sum()) for k, v in KIND.items()}
+        counts["pose"] = int(has_pose.sum())
+        self.manifest["shards"][name] = {"split": split, "samples": int(len(data["kind"])), **counts}
+        self.manifest_path.write_text(json.dumps(self.manifest, indent=1))
+        self.cache_path.write_text(json.dumps(self.cache))
+
+    def run(self, name: str, photos, min_face: float, chunk: int, total: int | None) -> None:
+        bar = tqdm(total=total, desc=name, unit="img")
+        for index in itertools.count():
+            batch = list(itertools.islice(photos, chunk))
+            if not batch:
+                break
+            shard = f"{name}_{index:04d}"
+            if all(f"{shard}_{s}" in self.manifest["shards"] for s in ("train", "val")):
+                bar.update(len(batch))
+                continue
+            parts = {"train": [], "val": []}
+            requests = []
+            for photo in batch:
+                samples, req = self.label(photo, min_face)
+                parts["val" if is_validation(photo.key) else "train"].append(samples)
+                requests += req
+                bar.update(1)
+            self.teach(requests)
+            for split, p in parts.items():
+                self.finish_shard(f"{shard}_{split}", p, split)
+                self.manifest["shards"].setdefault(f"{shard}_{split}", {"split": split, "samples": 0})
+            self.manifest_path.write_text(json.dumps(self.manifest, indent=1))
+        bar.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("data_cache/fpnet"))
+    parser.add_argument("--sources", nargs="*", default=["aflw", "wider"], choices=["aflw", "wider"],
+                        help="the shared data sets to use (default: both)")
+    parser.add_argument("--aflw", type=Path, default=sources.SHARED / "aflw_faces")
+    parser.add_argument("--wider", type=Path, nargs="*", default=[sources.SHARED / "wider" / "train"],
+                        help="folders in WIDER FACE layout (default: ../shared/data/wider/train)")
+    parser.add_argument("--celeba", type=Path, nargs="*", default=[], help="folders in CelebA layout")
+    parser.add_argument("--teacher", type=Path, default=None, help="WHENet.h5 (default: found or fetched)")
+    parser.add_argument("--limit", type=int, default=None, help="at most this many photos per source")
+    parser.add_argument("--chunk", type=int, default=500, help="photos per shard")
+    parser.add_argument("--max-negatives", type=int, default=40, help="outside negatives kept per photo")
+    parser.add_argument("--calibration-photos", type=int, default=300,
+                        help="AFLW crops used to place the teacher's crop relative to O-Net's box")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    for folder in [*args.wider, *args.celeba]:
+        if "val" in Path(folder).name.lower() or "aflw2000" in str(folder).lower():
+            raise SystemExit(f"refusing to train on evaluation data: {folder}")
+    torch.manual_seed(args.seed)
+    builder = Builder(args.out, args.teacher, args.max_negatives, args.seed)
+    start = time.time()
+    if "aflw" in args.sources:
+        if "teacher_box" not in builder.manifest:
+            builder.calibrate(list(sources.aflw_faces(args.aflw, limit=args.calibration_photos)))
+        n = args.limit or sum(1 for _ in open(args.aflw / "faces.csv")) - 1
+        builder.run("aflw", sources.aflw_faces(args.aflw, limit=args.limit), 40, args.chunk, n)
+    if "wider" in args.sources:
+        for folder in args.wider:
+            builder.run(f"wider-{folder.name}", sources.wider_face(folder, limit=args.limit), 20, args.chunk // 5, None)
+    for folder in args.celeba:
+        builder.run(f"celeba-{folder.name}", sources.celeba(folder, limit=args.limit), 20, args.chunk, None)
+    totals: dict[str, int] = {}
+    for info in builder.manifest["shards"].values():
+        for k, v in info.items():
+            if k != "split":
+                totals[f"{info['split']}_{k}"] = totals.get(f"{info['split']}_{k}", 0) + v
+    builder.manifest["totals"] = totals
+    builder.manifest_path.write_text(json.dumps(builder.manifest, indent=1))
+    print(f"done in {time.time() - start:.0f} s: {totals}")
+
+
+if __name__ == "__main__":
+    main()

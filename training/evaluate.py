@@ -1,0 +1,240 @@
+"""Evaluate FPNet: head pose on AFLW2000 (end to end and on ground-truth crops), the teacher side by
+side, detection AP on WIDER FACE val against the original O-Net, speed and size.
+
+    python -m training.evaluate [--weights facepose/data/fpnet.safetensors] [--out runs/eval]
+
+Writes ``metrics.json``, ``metrics.md`` (the tables) and ``pose_error_vs_yaw.png`` to ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from facepose import FacePoseDetector
+from facepose.boxes import box_overlap, square
+from facepose.cascade import normalize
+from facepose.crops import crop_resize, crop_windows, integral_image
+from facepose.image import load_image
+from facepose.rotation import matrix_to_euler, sixd_to_matrix
+from facepose.weights import WEIGHTS_DIR, load_fpnet
+
+from .aflw2000 import DEFAULT_ROOT, crop_square, hopenet_box, load_aflw2000
+from .sources import SHARED, read_wider_boxes
+from .teacher import find_whenet_h5, flip_averaged, load_whenet
+
+__all__ = ["angle_errors", "average_precision", "main"]
+
+
+def angle_errors(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """``(N, 3)`` absolute errors in degrees (yaw wrapped to 180)."""
+    d = np.abs(pred - true)
+    d[:, 0] = np.minimum(d[:, 0], 360 - d[:, 0])
+    return d
+
+
+def summary(errors: np.ndarray) -> dict:
+    m = errors.mean(0) if len(errors) else np.full(3, np.nan)
+    return {"yaw": float(m[0]), "pitch": float(m[1]), "roll": float(m[2]), "mean": float(m.mean()), "faces": int(len(errors))}
+
+
+def lmk68_boxes(root: Path) -> dict[str, np.ndarray]:
+    import csv
+
+    with open(root / "labels.csv") as f:
+        return {r["image"]: np.array([float(r[f"lmk68_{k}"]) for k in ("x1", "y1", "x2", "y2")]) for r in csv.DictReader(f)}
+
+
+def evaluate_aflw2000(detector: FacePoseDetector, fpnet, teacher, root: Path, limit: int | None) -> dict:
+    samples = load_aflw2000(root)[:limit]
+    truth = np.stack([s.angles for s in samples])
+    boxes68 = lmk68_boxes(root)
+    e2e_pred, e2e_idx, crop_pred, teach_pred, teach_flip = [], [], [], [], []
+    batch_t = []
+    for i, s in enumerate(tqdm(samples, desc="AFLW2000", unit="img")):
+        pixels = load_image(s.image)
+        gt = boxes68[s.image.name]
+        faces = detector.detect(pixels)
+        if faces:
+            b = torch.tensor([f.box for f in faces])
+            iou = box_overlap(b, torch.tensor(gt[None]).float())[:, 0]
+            centre = (b[:, :2] + b[:, 2:]) / 2
+            inside = (centre[:, 0] > gt[0]) & (centre[:, 0] < gt[2]) & (centre[:, 1] > gt[1]) & (centre[:, 1] < gt[3])
+            ok = torch.nonzero((iou > 0.3) & inside).flatten()
+            if len(ok):
+                f = faces[int(ok[0])]  # best scoring match
+                e2e_pred.append([f.yaw, f.pitch, f.roll])
+                e2e_idx.append(i)
+        # FPNet on the ground-truth box (squared 68-landmark box), as the cascade would crop it
+        image = torch.from_numpy(pixels).permute(2, 0, 1).float()
+        win = crop_windows(square(torch.tensor(gt[None]).float()), pixels.shape[1], pixels.shape[0])
+        with torch.inference_mode():
+            out = fpnet(normalize(crop_resize(integral_image(image), win, 48)))
+            crop_pred.append(matrix_to_euler(sixd_to_matrix(out.sixd.double()))[0].numpy())
+        batch_t.append(crop_square(Image.fromarray(pixels), hopenet_box(s.landmarks)))
+        if len(batch_t) == 32 or i == len(samples) - 1:
+            x = torch.from_numpy(np.stack(batch_t)).permute(0, 3, 1, 2).float()
+            with torch.inference_mode():
+                teach_pred.append(teacher(x).numpy())
+                teach_flip.append(flip_averaged(teacher, x).numpy())
+            batch_t = []
+    e2e = angle_errors(np.array(e2e_pred).reshape(-1, 3), truth[e2e_idx])
+    teach = angle_errors(np.concatenate(teach_pred), truth)
+    teach_f = angle_errors(np.concatenate(teach_flip), truth)
+    return {
+        "faces": len(samples),
+        "detected_share": len(e2e_idx) / len(samples),
+        "end_to_end": summary(e2e),
+        "fpnet_on_ground_truth_crops": summary(angle_errors(np.array(crop_pred), truth)),
+        "teacher_on_detected": summary(teach[e2e_idx]),
+        "teacher": summary(teach),
+        "teacher_flip_averaged": summary(teach_f),
+        "_per_face": {"abs_yaw": np.abs(truth[e2e_idx, 0]).tolist(), "fpnet": e2e.mean(1).tolist(),
+                      "teacher": teach_f[e2e_idx].mean(1).tolist()},
+    }
+
+
+def average_precision(dets: list[tuple[float, int, np.ndarray]], gts: dict[int, tuple[np.ndarray, np.ndarray]],
+                      iou_threshold: float = 0.5) -> float:
+    """VOC-style AP (all-point interpolation). ``dets``: (score, image, box); ``gts``: image -> (boxes, ignore).
+    A detection matching an ignored face counts neither way."""
+    n_pos = sum(int((~ig).sum()) for _, ig in gts.values())
+    used = {k: np.zeros(len(b), bool) for k, (b, _) in gts.items()}
+    tp, fp = [], []
+    for score, img, box in sorted(dets, key=lambda d: -d[0]):
+        boxes, ignore = gts[img]
+        if len(boxes):
+            iou = box_overlap(torch.tensor(box[None]).double(), torch.from_numpy(boxes).double())[0].numpy()
+            j = int(iou.argmax())
+            if iou[j] >= iou_threshold:
+                if ignore[j]:
+                    continue
+                if not used[img][j]:
+                    used[img][j] = True
+                    tp.append(1), fp.append(0)
+                    continue
+        tp.append(0), fp.append(1)
+    tp, fp = np.cumsum(tp), np.cumsum(fp)
+    recall = tp / max(n_pos, 1)
+    precision = tp / np.maximum(tp + fp, 1e-9)
+    mrec = np.concatenate([[0], recall, [1]])
+    mpre = np.concatenate([[0], precision, [0]])
+    for i in range(len(mpre) - 2, -1, -1):
+        mpre[i] = max(mpre[i], mpre[i + 1])
+    idx = np.flatnonzero(mrec[1:] != mrec[:-1])
+    return float(((mrec[idx + 1] - mrec[idx]) * mpre[idx + 1]).sum())
+
+
+def evaluate_wider(detectors: dict[str, FacePoseDetector], root: Path, limit: int | None, min_face: float = 20) -> dict:
+    gt = list(read_wider_boxes(next(root.glob("wider_face_*_bbx_gt.txt"))).items())[:limit]
+    gts, dets = {}, {name: [] for name in detectors}
+    for i, (name, (boxes, invalid)) in enumerate(tqdm(gt, desc="WIDER val", unit="img")):
+        small = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) < min_face
+        gts[i] = (boxes, invalid | small)
+        pixels = load_image(root / "images" / name)
+        for key, det in detectors.items():
+            dets[key] += [(f.score, i, np.array(f.box)) for f in det.detect(pixels)]
+    return {key: {"ap50": average_precision(d, gts), "detections": len(d)} for key, d in dets.items()} | {
+        "images": len(gts), "faces": int(sum((~ig).sum() for _, ig in gts.values()))}
+
+
+def speed(weights: Path, photos: Path, repeats: int = 2) -> dict:
+    """Seconds per photo with FPNet and with O-Net; what pose adds."""
+    files = sorted(p for p in photos.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    arrays = [load_image(p) for p in files]
+    out = {}
+    for name, w in (("fpnet", weights), ("onet", WEIGHTS_DIR / "onet.safetensors")):
+        det = FacePoseDetector(weights=w)
+        det.detect(arrays[0])
+        runs = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            for a in arrays:
+                det.detect(a)
+            runs.append((time.perf_counter() - t) / len(arrays))
+        out[f"{name}_s_per_image"] = min(runs)
+    out["pose_overhead"] = out["fpnet_s_per_image"] / out["onet_s_per_image"] - 1
+    return out
+
+
+def plot(per_face: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    yaw = np.array(per_face["abs_yaw"])
+    edges = np.arange(0, 100, 10)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for key, label in (("fpnet", "FPNet (end to end)"), ("teacher", "WHENet teacher (flip-averaged)")):
+        err = np.array(per_face[key])
+        means = [err[(yaw >= a) & (yaw < a + 10)].mean() if ((yaw >= a) & (yaw < a + 10)).any() else np.nan for a in edges]
+        ax.plot(edges + 5, means, marker="o", label=label)
+    ax.set_xlabel("|yaw| of the face (degrees)")
+    ax.set_ylabel("mean angle error (degrees)")
+    ax.set_title("AFLW2000: pose error against |yaw|")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def markdown(m: dict) -> str:
+    a = m["aflw2000"]
+    rows = [("FPNet, end to end (detected faces)", a["end_to_end"]),
+            ("FPNet on ground-truth crops", a["fpnet_on_ground_truth_crops"]),
+            ("WHENet teacher, same detected faces", a["teacher_on_detected"]),
+            ("WHENet teacher, all faces", a["teacher"]),
+            ("WHENet teacher + flip averaging, all faces", a["teacher_flip_averaged"])]
+    lines = [f"### Head pose on AFLW2000 ({a['faces']} faces, detected: {100 * a['detected_share']:.1f}%)", "",
+             "| model | yaw | pitch | roll | mean | faces |", "|---|---|---|---|---|---|"]
+    lines += [f"| {n} | {r['yaw']:.2f} | {r['pitch']:.2f} | {r['roll']:.2f} | **{r['mean']:.2f}** | {r['faces']} |" for n, r in rows]
+    w = m["wider_val"]
+    lines += ["", f"### Detection on WIDER FACE val ({w['images']} images, {w['faces']} faces of 20 px or more)", "",
+              "| last stage | AP at IoU 0.5 |", "|---|---|",
+              f"| FPNet | {w['fpnet']['ap50']:.4f} |", f"| original O-Net | {w['onet']['ap50']:.4f} |"]
+    s = m["speed"]
+    lines += ["", "### Size and speed", "", f"- FPNet weights: {m['fpnet_bytes'] / 1e6:.2f} MB",
+              f"- detector with FPNet: {1000 * s['fpnet_s_per_image']:.0f} ms per photo, with O-Net: "
+              f"{1000 * s['onet_s_per_image']:.0f} ms (pose adds {100 * s['pose_overhead']:.1f}%)"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--weights", type=Path, default=WEIGHTS_DIR / "fpnet.safetensors")
+    p.add_argument("--out", type=Path, default=Path("runs/eval"))
+    p.add_argument("--aflw2000", type=Path, default=DEFAULT_ROOT)
+    p.add_argument("--wider-val", type=Path, default=SHARED / "wider" / "val")
+    p.add_argument("--photos", type=Path, default=SHARED / "photos")
+    p.add_argument("--teacher", type=Path, default=None)
+    p.add_argument("--limit", type=int, default=None, help="at most this many images per benchmark")
+    args = p.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    fpnet, pose = load_fpnet(args.weights)
+    if not pose:
+        raise SystemExit(f"{args.weights} has no trained pose head")
+    detector = FacePoseDetector(weights=args.weights)
+    teacher = load_whenet(find_whenet_h5(args.teacher))
+    metrics = {"weights": str(args.weights), "fpnet_bytes": args.weights.stat().st_size}
+    metrics["aflw2000"] = evaluate_aflw2000(detector, fpnet, teacher, args.aflw2000, args.limit)
+    per_face = metrics["aflw2000"].pop("_per_face")
+    plot(per_face, args.out / "pose_error_vs_yaw.png")
+    metrics["wider_val"] = evaluate_wider(
+        {"fpnet": detector, "onet": FacePoseDetector(weights=WEIGHTS_DIR / "onet.safetensors")}, args.wider_val, args.limit)
+    metrics["speed"] = speed(args.weights, args.photos)
+    (args.out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    (args.out / "metrics.md").write_text(markdown(metrics))
+    print(markdown(metrics))
+    return metrics
+
+
+if __name__ == "__main__":
+    main()
