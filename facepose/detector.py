@@ -55,8 +55,9 @@ class FacePoseDetector:
         nms_thresholds: IoU thresholds of NMS within a pyramid level, over all levels, after R-Net,
             and (overlap over the smaller box) after FPNet (default 0.5, 0.7, 0.7, 0.7).
         factor: pyramid scale step (default 0.709).
-        weights: FPNet weights file (safetensors); default: the packaged ones. A file without a
-            rotation head (such as ``onet.safetensors``) gives plain MTCNN.
+        weights: FPNet weights file (safetensors); default: ``fpnet.safetensors`` of ``weights_dir``.
+            A file without a rotation head (such as ``onet.safetensors``) gives plain MTCNN.
+        weights_dir: folder with ``pnet``, ``rnet`` and ``fpnet.safetensors``; default: the packaged ones.
         device: ``"cpu"`` or ``"cuda"``.
         max_pixels: larger images are refused with ``ImageError`` (default 80 MP).
     """
@@ -69,6 +70,7 @@ class FacePoseDetector:
         factor: float = 0.709,
         weights: str | Path | None = None,
         device: str | torch.device = "cpu",
+        weights_dir: str | Path | None = None,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> None:
         if min_face_size < 12:
@@ -83,9 +85,35 @@ class FacePoseDetector:
         self.factor = factor
         self.max_pixels = max_pixels
         self.device = _resolve_device(device)
-        self.weights = Path(weights) if weights is not None else WEIGHTS_DIR / "fpnet.safetensors"
+        folder = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
+        self.weights = Path(weights) if weights is not None else folder / "fpnet.safetensors"
         fpnet, self.pose_available = load_fpnet(self.weights)
-        self.nets = tuple(net.to(self.device) for net in (load_pnet(), load_rnet(), fpnet))
+        nets = (load_pnet(folder / "pnet.safetensors"), load_rnet(folder / "rnet.safetensors"), fpnet)
+        self.nets = tuple(net.to(self.device) for net in nets)
+
+    def config(self) -> dict:
+        """The detector's settings, as ``save_pretrained`` writes them to ``config.json``."""
+        return {"min_face_size": self.min_face_size, "thresholds": list(self.thresholds),
+                "nms_thresholds": list(self.nms_thresholds), "factor": self.factor, "max_pixels": self.max_pixels}
+
+    @classmethod
+    def from_pretrained(cls, repo_id_or_dir: str | Path, device: str = "cpu", **overrides) -> "FacePoseDetector":
+        """A detector from a folder written by ``save_pretrained`` or a Hugging Face Hub model repo."""
+        from .hub import load_pretrained
+
+        return load_pretrained(cls, repo_id_or_dir, device=device, **overrides)
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """Write ``pnet``, ``rnet``, ``fpnet.safetensors`` and ``config.json`` to ``folder``."""
+        from .hub import save_pretrained
+
+        return save_pretrained(self, folder)
+
+    def push_to_hub(self, repo_id: str, **kwargs) -> str:
+        """``save_pretrained`` into a temporary folder and upload it to a Hub model repo (needs a token)."""
+        from .hub import push_to_hub
+
+        return push_to_hub(self, repo_id, **kwargs)
 
     @torch.inference_mode()
     def detect(self, image: ImageInput) -> list[Face]:

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Set up .venv if needed, then run the facepose CLI with the given arguments
-# (default: annotate ../shared/data/photos into out/).
+# Set up .venv if needed, then start the web demo at http://127.0.0.1:7860 (no arguments), or run the
+# facepose CLI with the given arguments (e.g. `detect PHOTOS OUT`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh >&2
 if [ $# -eq 0 ]; then
-  set -- detect ../shared/data/photos out --overwrite
+  exec .venv/bin/python app.py
 fi
 exec .venv/bin/facepose "$@"

@@ -1,0 +1,159 @@
+"""FacePose web demo (Gradio): faces, landmarks and 3D head pose from an upload, a webcam or the clipboard.
+
+    python app.py [--host 127.0.0.1] [--port 7860] [--share] [--weights FILE]
+
+Also the entry point of the Hugging Face Space (see README front matter).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+
+from facepose import FacePoseDetector, ImageError, load_image
+from facepose.draw import draw_faces
+from facepose.plot3d import rotation_figure
+
+HERE = Path(__file__).resolve().parent
+EXAMPLES = sorted(str(p) for p in (HERE / "examples").glob("*.jpg"))
+TABLE_HEADERS = ["face", "score", "x1", "y1", "x2", "y2", "yaw", "pitch", "roll"]
+MAX_UPLOAD = "50mb"
+
+from gradio.events import Dependency
+
+class PhotoInput(gr.Image):
+    """``gr.Image`` that hands the uploaded file's path to our own reader, unopened, so that a non-image,
+    a truncated file or a decompression bomb gets FacePose's message instead of failing in Gradio."""
+
+    @classmethod
+    def get_block_name(cls) -> str:
+        return "image"
+
+    def preprocess(self, payload):
+        if payload is not None and payload.path and not (payload.url or "").startswith("data:"):
+            return payload.path
+        return super().preprocess(payload)
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+
+class Demo:
+    """The app's state: one detector whose networks every request shares (inference only reads them)."""
+
+    def __init__(self, weights: str | None = None) -> None:
+        self.base = FacePoseDetector(weights=weights)
+
+    def detector(self, min_face_size: float, threshold: float) -> FacePoseDetector:
+        """A detector with this request's settings, sharing the networks (a shallow copy: thread-safe)."""
+        det = object.__new__(FacePoseDetector)
+        det.__dict__.update(self.base.__dict__)
+        det.min_face_size = float(min_face_size)
+        det.thresholds = (self.base.thresholds[0], self.base.thresholds[1], float(threshold))
+        return det
+
+    def run(self, image, min_face_size: float, threshold: float, landmarks: bool):
+        """-> annotated image, 3D figure, table rows, JSON file, status message."""
+        if image is None:
+            return None, None, [], None, "Upload a photo, take a webcam snapshot or paste an image."
+        try:
+            pixels = load_image(image)
+        except ImageError as e:
+            return None, None, [], None, f"**Cannot use this input:** {e}"
+        det = self.detector(min_face_size, threshold)
+        start = time.perf_counter()
+        faces = det.detect(pixels)
+        ms = 1000 * (time.perf_counter() - start)
+        rows = [[i + 1, round(f.score, 3), *(round(v, 1) for v in f.box),
+                 *(round(v, 1) if v is not None else None for v in (f.yaw, f.pitch, f.roll))] for i, f in enumerate(faces)]
+        report = {"width": int(pixels.shape[1]), "height": int(pixels.shape[0]), "pose_available": det.pose_available,
+                  "faces": [f.to_dict() for f in faces]}
+        path = Path(tempfile.mkdtemp(prefix="facepose_")) / "detections.json"
+        path.write_text(json.dumps(report, indent=1))
+        if not faces:
+            status = f"**No face found** ({pixels.shape[1]}x{pixels.shape[0]} px, {ms:.0f} ms). Try a smaller minimum face size or a lower threshold."
+        else:
+            status = f"**{len(faces)} face{'s' if len(faces) > 1 else ''}** in {ms:.0f} ms ({pixels.shape[1]}x{pixels.shape[0]} px)."
+            if not det.pose_available:
+                status += " These weights have no trained pose head: no angles."
+        annotated = draw_faces(pixels, faces, landmarks=landmarks)
+        return annotated, rotation_figure(faces), rows, str(path), status
+
+    def stream(self, frame, min_face_size: float, threshold: float, landmarks: bool, last: float | None):
+        """One webcam frame -> annotated frame, frame-rate text, time of this frame."""
+        now = time.perf_counter()
+        if frame is None:
+            return None, "Waiting for the camera...", last
+        det = self.detector(min_face_size, threshold)
+        pixels = load_image(frame)
+        faces = det.detect(pixels)
+        took = time.perf_counter() - now
+        fps = f"{1 / (now - last):.1f} frames/s shown" if last else "measuring..."
+        text = f"**{len(faces)} face(s)** · detection {1000 * took:.0f} ms per frame · {fps}"
+        return draw_faces(pixels, faces, landmarks=landmarks), text, now
+
+
+def build_demo(weights: str | None = None) -> gr.Blocks:
+    demo_state = Demo(weights)
+    with gr.Blocks(title="FacePose") as demo:
+        gr.Markdown(
+            "# FacePose\nEvery face in a photo, where it is and which way the head is turned in 3D: MTCNN's "
+            "cascade with **FPNet**, an O-Net that also regresses head rotation, distilled from WHENet. "
+            "Axes drawn on each face: x red, y green, z blue (out of the face)."
+        )
+        with gr.Row():
+            min_face = gr.Slider(12, 200, value=20, step=1, label="Minimum face size (px)")
+            threshold = gr.Slider(0.5, 0.99, value=0.7, step=0.01, label="Face threshold (last stage)")
+            landmarks = gr.Checkbox(value=True, label="Show landmarks")
+        with gr.Tab("Photo"):
+            with gr.Row():
+                with gr.Column():
+                    photo = PhotoInput(sources=["upload", "webcam", "clipboard"], type="filepath", label="Photo")
+                    run = gr.Button("Detect faces", variant="primary")
+                    if EXAMPLES:
+                        gr.Examples(EXAMPLES, inputs=photo, label="Examples (public domain, see examples/ATTRIBUTION.md)")
+                with gr.Column():
+                    status = gr.Markdown("Upload a photo, take a webcam snapshot or paste an image.", elem_id="status")
+                    annotated = gr.Image(label="Detections", type="pil", elem_id="annotated", interactive=False)
+            plot = gr.Plot(label="3D head rotation", elem_id="plot3d")
+            table = gr.Dataframe(headers=TABLE_HEADERS, label="Faces", elem_id="faces", interactive=False)
+            download = gr.File(label="Detections (JSON)", elem_id="json")
+            inputs = [photo, min_face, threshold, landmarks]
+            outputs = [annotated, plot, table, download, status]
+            run.click(demo_state.run, inputs, outputs, concurrency_limit=2, api_name="detect")
+            photo.upload(demo_state.run, inputs, outputs, concurrency_limit=2, api_visibility="private")
+        with gr.Tab("Live webcam"):
+            gr.Markdown("Start the camera: every frame is annotated as it comes; the frame rate reached shows below.")
+            with gr.Row():
+                cam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Camera", elem_id="camera")
+                live = gr.Image(label="Annotated stream", elem_id="live", interactive=False)
+            rate = gr.Markdown("", elem_id="rate")
+            last = gr.State(None)
+            cam.stream(demo_state.stream, [cam, min_face, threshold, landmarks, last], [live, rate, last],
+                       stream_every=0.1, time_limit=600, concurrency_limit=4, api_visibility="private")
+    return demo
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="FacePose web demo")
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    parser.add_argument("--share", action="store_true", help="also open a public gradio.live link")
+    parser.add_argument("--weights", default=None, help="FPNet weights (.safetensors); default: packaged")
+    args = parser.parse_args(argv)
+    demo = build_demo(args.weights)
+    demo.queue(default_concurrency_limit=2, max_size=32)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_UPLOAD,
+                show_error=True)
+
+
+if __name__ == "__main__":
+    main()

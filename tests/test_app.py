@@ -1,0 +1,179 @@
+"""The web demo: in a real headless Chromium (Debian's), through gradio_client, and its handlers directly."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from .conftest import PHOTOS, REPO, needs_photos
+
+gr = pytest.importorskip("gradio")
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """``python app.py`` on a free localhost port; yields its URL."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("app") / "app.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--port", str(port)], cwd=REPO, stdout=out,
+                                stderr=subprocess.STDOUT, env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            break
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(f"app.py exited: {log.read_text()}")
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        raise RuntimeError(f"app.py did not answer within 120 s: {log.read_text()}")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def demo():
+    sys.path.insert(0, str(REPO))
+    import app
+
+    return app.Demo()
+
+
+@needs_photos
+def test_handler_outputs(demo):
+    annotated, figure, rows, json_path, status = demo.run(str(PHOTOS / "nasa_iss_expedition_1.jpg"), 20, 0.7, True)
+    assert annotated.size == Image.open(PHOTOS / "nasa_iss_expedition_1.jpg").size
+    assert len(rows) == 3 and "3 faces" in status
+    assert Path(json_path).read_text().count('"score"') == 3
+    if demo.base.pose_available:
+        assert all(isinstance(r[6], float) for r in rows)
+        assert len(figure.data) == 3 * 7  # per face: 3 lines, 3 cones, 1 label trace
+
+
+def test_handler_bad_inputs(demo, tmp_path):
+    text = tmp_path / "notes.png"
+    text.write_text("hello")
+    assert "Cannot use this input" in demo.run(str(text), 20, 0.7, True)[-1]
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes((REPO / "examples" / "grace_hopper.jpg").read_bytes()[:3000])
+    assert "truncated or corrupt" in demo.run(str(cut), 20, 0.7, True)[-1]
+    from .test_image import png_header_only
+
+    bomb = tmp_path / "bomb.png"
+    png_header_only(bomb, 30000, 30000)
+    assert "too large" in demo.run(str(bomb), 20, 0.7, True)[-1]
+    assert "No face found" in demo.run(np.full((300, 300, 3), 200, np.uint8), 20, 0.7, True)[-1]
+
+
+@needs_photos
+def test_gradio_client(server, tmp_path):
+    from gradio_client import Client, handle_file
+
+    client = Client(server, verbose=False)
+    annotated, plot, table, json_file, status = client.predict(
+        handle_file(str(PHOTOS / "pexels_women_on_phones.jpg")), 20, 0.7, True, api_name="/detect")
+    assert "2 faces" in status
+    assert Path(annotated).is_file() and Path(json_file).is_file()
+    assert len(table["data"]) == 2
+    # a broken upload is answered in the page, and the server keeps serving
+    broken = tmp_path / "broken.jpg"
+    broken.write_text("not a photo")
+    assert "Cannot use this input" in client.predict(handle_file(str(broken)), 20, 0.7, True, api_name="/detect")[-1]
+    assert "1 face" in client.predict(handle_file(str(REPO / "examples" / "grace_hopper.jpg")), 20, 0.7, True, api_name="/detect")[-1]
+
+
+def write_y4m(path: Path, image: Image.Image, frames: int = 20, size=(640, 480)) -> None:
+    """A short raw video of a still photo, for Chromium's fake camera."""
+    rgb = np.asarray(image.convert("RGB").resize(size), dtype=np.float32)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    y = 0.299 * r + 0.587 * g + 0.114 * b
+    u = (b - y) * 0.564 + 128
+    v = (r - y) * 0.713 + 128
+    sub = lambda c: c.reshape(size[1] // 2, 2, size[0] // 2, 2).mean((1, 3))  # noqa: E731
+    planes = b"".join(np.clip(p, 0, 255).astype(np.uint8).tobytes() for p in (y, sub(u), sub(v)))
+    with open(path, "wb") as f:
+        f.write(f"YUV4MPEG2 W{size[0]} H{size[1]} F10:1 Ip A1:1 C420jpeg\n".encode())
+        for _ in range(frames):
+            f.write(b"FRAME\n" + planes)
+
+
+def shots(tmp_path: Path) -> Path:
+    """Where screenshots go: $FACEPOSE_SCREENSHOTS if set (to look at them), else the test's tmp folder."""
+    folder = Path(os.environ.get("FACEPOSE_SCREENSHOTS", tmp_path))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def launch_browser(playwright, extra_args=()):
+    return playwright.chromium.launch(
+        executable_path=CHROMIUM, headless=True,
+        args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+              "--disable-component-update", "--disable-sync", *extra_args])
+
+
+@needs_chromium
+@needs_photos
+def test_browser_upload(server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = launch_browser(p)
+        page = browser.new_page(viewport={"width": 1400, "height": 1600})
+        page.goto(server)
+        page.locator("input[type=file]").first.set_input_files(str(PHOTOS / "nasa_iss_expedition_1.jpg"))
+        page.wait_for_selector("#annotated img", timeout=60_000)
+        page.wait_for_selector("#plot3d .js-plotly-plot", timeout=60_000)
+        page.wait_for_function("document.querySelector('#status').innerText.includes('faces')", timeout=60_000)
+        cells = page.locator("#faces tbody tr").first.locator("td").all_inner_texts()
+        page.screenshot(path=str(shots(tmp_path) / "upload.png"), full_page=True)
+        browser.close()
+    assert page.url.startswith(server) and len(cells) == 9
+    angles = [float(c) for c in cells[6:9]]  # yaw, pitch, roll are numbers
+    assert all(abs(a) < 100 for a in angles)
+
+
+@needs_chromium
+@needs_photos
+def test_browser_live_webcam(server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    clip = tmp_path / "clip.y4m"
+    write_y4m(clip, Image.open(PHOTOS / "matplotlib_grace_hopper.jpg"))
+    with sync_playwright() as p:
+        browser = launch_browser(p, ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                                     f"--use-file-for-fake-video-capture={clip}"])
+        context = browser.new_context(viewport={"width": 1400, "height": 1200}, permissions=["camera"])
+        page = context.new_page()
+        page.goto(server)
+        page.get_by_role("tab", name="Live webcam").click()
+        page.locator("#camera [title='grant webcam access'] button").click(timeout=30_000)
+        page.locator("#camera button.capture-button").click(timeout=30_000)  # "start recording"
+        page.wait_for_selector("#live img", timeout=60_000)
+        page.wait_for_function("document.querySelector('#rate').innerText.includes('face')", timeout=60_000)
+        text = page.locator("#rate").inner_text()
+        page.screenshot(path=str(shots(tmp_path) / "live.png"))
+        browser.close()
+    assert "1 face" in text and "ms per frame" in text

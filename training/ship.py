@@ -1,0 +1,41 @@
+"""Make a trained FPNet the package's default: copy its weights, metrics and plot into ``facepose/data``
+and record the new sha256 in ``manifest.json``.
+
+    python -m training.ship runs/fpnet/best.safetensors runs/eval [--recipe "..."]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+from facepose.weights import WEIGHTS_DIR, load_fpnet
+
+from .convert_mtcnn import update_manifest
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("weights", type=Path, help="trained FPNet (.safetensors, pose=trained)")
+    p.add_argument("eval_dir", type=Path, help="output folder of python -m training.evaluate for these weights")
+    p.add_argument("--recipe", default="", help="one line on how it was trained, for the model card")
+    p.add_argument("--train-args", type=Path, default=None, help="args.json of the training run")
+    args = p.parse_args(argv)
+    _, pose = load_fpnet(args.weights)
+    if not pose:
+        raise SystemExit(f"{args.weights} has no trained pose head")
+    metrics = json.loads((args.eval_dir / "metrics.json").read_text())
+    metrics["recipe"] = {"summary": args.recipe}
+    if args.train_args:
+        metrics["recipe"].update(json.loads(args.train_args.read_text()))
+    shutil.copyfile(args.weights, WEIGHTS_DIR / "fpnet.safetensors")
+    metrics["weights"] = "facepose/data/fpnet.safetensors"
+    (WEIGHTS_DIR / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    shutil.copyfile(args.eval_dir / "pose_error_vs_yaw.png", WEIGHTS_DIR.parent.parent / "pose_error_vs_yaw.png")
+    update_manifest(WEIGHTS_DIR, ["fpnet.safetensors"])
+    print(f"shipped {args.weights} as {WEIGHTS_DIR / 'fpnet.safetensors'}")
+
+
+if __name__ == "__main__":
+    main()
