@@ -147,11 +147,13 @@ def test_browser_upload(server, tmp_path):
         page.wait_for_selector("#annotated img", timeout=60_000)
         page.wait_for_selector("#plot3d .js-plotly-plot", timeout=60_000)
         page.wait_for_function("document.querySelector('#status').innerText.includes('faces')", timeout=60_000)
-        cells = page.locator("#faces tbody tr").first.locator("td").all_inner_texts()
+        page.locator("#faces [data-testid='cell-0-8']").wait_for(timeout=30_000)
+        cells = [page.locator(f"#faces [data-testid='cell-0-{c}']").inner_text() for c in range(9)]
         page.screenshot(path=str(shots(tmp_path) / "upload.png"), full_page=True)
         browser.close()
-    assert page.url.startswith(server) and len(cells) == 9
-    angles = [float(c) for c in cells[6:9]]  # yaw, pitch, roll are numbers
+    assert page.url.startswith(server) and len(cells) == 9, cells
+    assert all(c.strip() for c in cells[6:9]), cells  # yaw, pitch, roll are shown
+    angles = [float(c) for c in cells[6:9]]  # and are numbers
     assert all(abs(a) < 100 for a in angles)
 
 

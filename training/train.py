@@ -45,11 +45,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-decay", type=float, default=0.83, help="learning rate factor per epoch")
     p.add_argument("--dropout", type=float, default=0.25)
     p.add_argument("--init", choices=["scratch", "onet"], default="scratch", help="random weights, or O-Net's")
+    p.add_argument("--init-from", type=Path, default=None, help="start from these FPNet weights (fine-tuning)")
     p.add_argument("--rotation-loss", choices=["l2", "geodesic"], default="l2")
     p.add_argument("--rotation-weight", type=float, default=1.0)
     p.add_argument("--box-weight", type=float, default=1.0)
     p.add_argument("--landmark-weight", type=float, default=0.0, help="L2 to O-Net's landmarks (0: off)")
     p.add_argument("--distill-weight", type=float, default=0.0, help="BCE to O-Net's face probability (0: off)")
+    p.add_argument("--face-weight", type=float, default=1.0, help="weight of face cross-entropy on IoU labels")
+    p.add_argument("--detection-teacher", choices=["none", "onet"], default="none",
+                   help="onet: the frozen original O-Net, run on each (mirrored) batch, is the target of face "
+                        "probability (--distill-weight), box offsets (--box-weight, all samples) and landmarks "
+                        "(--landmark-weight), so detection stays O-Net's")
     p.add_argument("--mining", choices=["middle60", "hard70", "none"], default="middle60",
                    help="per batch keep the middle 60%% by face loss (thesis), the hardest 70%% (MTCNN), or all")
     p.add_argument("--negatives-per-positive", type=float, default=1.5)
@@ -76,7 +82,8 @@ def to_input(crops: torch.Tensor) -> torch.Tensor:
     return normalize(crops.permute(0, 3, 1, 2).float())
 
 
-def losses(model: FPNet, batch: Samples, args: argparse.Namespace, mirror: bool, gen: torch.Generator) -> dict:
+def losses(model: FPNet, batch: Samples, args: argparse.Namespace, mirror: bool, gen: torch.Generator,
+           onet: FPNet | None = None) -> dict:
     x = to_input(batch.crops)
     box, marks, sixd = batch.box.float(), batch.marks.float(), batch.sixd.float()
     if mirror:
@@ -97,6 +104,11 @@ def losses(model: FPNet, batch: Samples, args: argparse.Namespace, mirror: bool,
         keep[chosen] = True
     total = {"face": face_loss[keep].mean() if keep.any() else face_loss.sum() * 0}
     has_box = is_face | (kind == KIND["part"])
+    reference = None
+    if onet is not None:  # O-Net's own answers for these very crops
+        with torch.no_grad():
+            reference = onet(x)
+        box, marks, has_box = reference.box, reference.landmarks, torch.ones_like(has_box)
     total["box"] = ((out.box - box) ** 2).sum(1)[has_box].mean() if has_box.any() else out.box.sum() * 0
     posed = is_face & batch.has_pose
     if posed.any():
@@ -107,11 +119,13 @@ def losses(model: FPNet, batch: Samples, args: argparse.Namespace, mirror: bool,
     else:
         total["rotation"] = out.sixd.sum() * 0
     if args.landmark_weight:
-        total["landmarks"] = ((out.landmarks - marks) ** 2).sum(1)[is_face].mean() if is_face.any() else out.landmarks.sum() * 0
+        with_marks = torch.ones_like(is_face) if reference is not None else is_face
+        total["landmarks"] = ((out.landmarks - marks) ** 2).sum(1)[with_marks].mean() if with_marks.any() else out.landmarks.sum() * 0
     if args.distill_weight:
         p = torch.softmax(out.face_logits, 1)[:, 1].clamp(1e-6, 1 - 1e-6)
-        total["distill"] = F.binary_cross_entropy(p, batch.onet_score.float())
-    weights = {"face": 1.0, "box": args.box_weight, "rotation": args.rotation_weight,
+        target = torch.softmax(reference.face_logits, 1)[:, 1] if reference is not None else batch.onet_score.float()
+        total["distill"] = F.binary_cross_entropy(p, target)
+    weights = {"face": args.face_weight, "box": args.box_weight, "rotation": args.rotation_weight,
                "landmarks": args.landmark_weight, "distill": args.distill_weight}
     total["loss"] = sum(weights[k] * v for k, v in total.items())
     return total
@@ -160,6 +174,9 @@ def train(args: argparse.Namespace) -> dict:
         train_set = train_set.subset(torch.randperm(len(train_set))[: args.limit])
     device = torch.device(args.device)
     model = make_model(args.init, args.dropout).to(device)
+    if args.init_from:
+        model.load_state_dict(load_fpnet(args.init_from)[0].state_dict())
+    onet = load_fpnet(WEIGHTS_DIR / "onet.safetensors")[0].to(device).eval() if args.detection_teacher == "onet" else None
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=args.lr_decay)
     gen = torch.Generator().manual_seed(args.seed)
@@ -183,7 +200,7 @@ def train(args: argparse.Namespace) -> dict:
         bar = tqdm(range(0, len(order), args.batch_size), desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch")
         for i in bar:
             batch = train_set.subset(order[i:i + args.batch_size])
-            parts = losses(model, batch, args, not args.no_mirror, gen)
+            parts = losses(model, batch, args, not args.no_mirror, gen, onet)
             optimizer.zero_grad(set_to_none=True)
             parts["loss"].backward()
             optimizer.step()

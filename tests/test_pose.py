@@ -1,0 +1,59 @@
+"""The shipped FPNet's head pose on real AFLW2000 photos, end to end, against the labels."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from facepose import FacePoseDetector
+
+from .conftest import AFLW2000, needs_aflw2000
+
+TOLERANCE_MEAN = 9.0  # degrees, mean over yaw/pitch/roll and faces; the full benchmark is in MODEL_CARD.md
+TOLERANCE_FACE = 30.0  # degrees, no single angle of a frontal-ish face this far off
+
+
+@pytest.fixture(scope="module")
+def posed_detector():
+    det = FacePoseDetector()
+    assert det.pose_available, "the packaged FPNet must carry a trained pose head"
+    return det
+
+
+@needs_aflw2000
+def test_angles_match_aflw2000_labels(posed_detector, aflw2000_rows):
+    rows = aflw2000_rows[::40][:40]  # 40 faces spread over the set
+    errors, found = [], 0
+    for row in rows:
+        faces = posed_detector.detect(AFLW2000 / "images" / row["image"])
+        if not faces:
+            continue
+        found += 1
+        f = faces[0]
+        truth = np.array([float(row["yaw_deg"]), float(row["pitch_deg"]), float(row["roll_deg"])])
+        errors.append(np.abs(np.array([f.yaw, f.pitch, f.roll]) - truth))
+        if np.abs(truth).max() < 30:
+            assert errors[-1].max() < TOLERANCE_FACE, (row["image"], f.yaw, f.pitch, f.roll, truth)
+    assert found >= 0.8 * len(rows)
+    assert np.mean(errors) < TOLERANCE_MEAN
+
+
+@needs_aflw2000
+def test_mirrored_photo_mirrors_the_pose(posed_detector, aflw2000_rows):
+    """Flipping the image changes the sign of yaw and roll and keeps pitch (within 8 degrees)."""
+    diffs = []
+    for row in aflw2000_rows[5:400:40]:
+        image = Image.open(AFLW2000 / "images" / row["image"])
+        a = posed_detector.detect(image)
+        b = posed_detector.detect(image.transpose(Image.Transpose.FLIP_LEFT_RIGHT))
+        if a and b:
+            diffs.append([a[0].yaw + b[0].yaw, a[0].pitch - b[0].pitch, a[0].roll + b[0].roll])
+    assert len(diffs) >= 7
+    assert np.abs(np.array(diffs)).mean() < 8
+
+
+@needs_aflw2000
+def test_rotation_is_a_rotation(posed_detector, aflw2000_rows):
+    faces = posed_detector.detect(AFLW2000 / "images" / aflw2000_rows[0]["image"])
+    r = np.array(faces[0].rotation)
+    assert np.allclose(r.T @ r, np.eye(3), atol=1e-5) and np.isclose(np.linalg.det(r), 1, atol=1e-5)
