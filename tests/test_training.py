@@ -120,3 +120,25 @@ def test_build_tiny_dataset_and_train_two_steps(tmp_path):
     with safe_open(str(out / "best.safetensors"), framework="pt") as f:
         assert f.metadata()["pose"] == "trained"
     assert any(p.name.startswith("events.out.tfevents") for p in out.iterdir())
+
+
+@needs_training_data
+def test_sources_read_wider_and_celeba_layouts(tmp_path):
+    """The WIDER FACE reader (with a face-less image's line of zeros) and a CelebA-layout folder."""
+    import shutil
+
+    from training.sources import celeba, read_wider_boxes
+
+    gt = tmp_path / "wider_face_train_bbx_gt.txt"
+    gt.write_text("a/one.jpg\n2\n10 20 30 40 0 0 0 0 0 0\n50 60 5 6 0 0 0 1 0 0\nb/none.jpg\n0\n0 0 0 0 0 0 0 0 0 0\n")
+    boxes = read_wider_boxes(gt)
+    assert boxes["a/one.jpg"][0].tolist() == [[10, 20, 40, 60], [50, 60, 55, 66]]
+    assert boxes["a/one.jpg"][1].tolist() == [False, True] and boxes["b/none.jpg"][0].shape == (0, 4)
+
+    folder = tmp_path / "celeba"
+    (folder / "img_celeba").mkdir(parents=True)
+    shutil.copy(SHARED / "photos" / "matplotlib_grace_hopper.jpg", folder / "img_celeba" / "000001.jpg")
+    (folder / "list_bbox_celeba.txt").write_text("1\nimage_id x_1 y_1 width height\n000001.jpg 170 110 190 240\n")
+    photos = list(celeba(folder))
+    assert len(photos) == 1 and photos[0].key == "celeba/000001.jpg"
+    assert photos[0].boxes.tolist() == [[170, 110, 360, 350]] and photos[0].pixels.shape == (600, 512, 3)
