@@ -47,12 +47,9 @@ class Demo:
         self.base = FacePoseDetector(weights=weights)
 
     def detector(self, min_face_size: float, threshold: float) -> FacePoseDetector:
-        """A detector with this request's settings, sharing the networks (a shallow copy: thread-safe)."""
-        det = object.__new__(FacePoseDetector)
-        det.__dict__.update(self.base.__dict__)
-        det.min_face_size = float(min_face_size)
-        det.thresholds = (self.base.thresholds[0], self.base.thresholds[1], float(threshold))
-        return det
+        """A detector with this request's settings, sharing the networks."""
+        t = self.base.thresholds
+        return self.base.replace(min_face_size=float(min_face_size), thresholds=(t[0], t[1], float(threshold)))
 
     def run(self, image, min_face_size: float, threshold: float, landmarks: bool):
         """-> annotated image, 3D figure, table rows, JSON file, status message."""

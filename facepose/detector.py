@@ -1,6 +1,7 @@
 """``FacePoseDetector``: find every face in a photo, with landmarks and 3D head rotation."""
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -90,6 +91,18 @@ class FacePoseDetector:
         fpnet, self.pose_available = load_fpnet(self.weights)
         nets = (load_pnet(folder / "pnet.safetensors"), load_rnet(folder / "rnet.safetensors"), fpnet)
         self.nets = tuple(net.to(self.device) for net in nets)
+
+    def replace(self, **settings) -> "FacePoseDetector":
+        """A copy with other ``min_face_size``, ``thresholds``, ``nms_thresholds``, ``factor`` or ``max_pixels``,
+        sharing this detector's networks (cheap; safe to use from several threads, inference only reads them)."""
+        allowed = {"min_face_size", "thresholds", "nms_thresholds", "factor", "max_pixels"}
+        unknown = set(settings) - allowed
+        if unknown:
+            raise TypeError(f"replace() takes only {sorted(allowed)}, not {sorted(unknown)}")
+        twin = copy.copy(self)
+        for name, value in settings.items():
+            setattr(twin, name, tuple(value) if name.endswith("thresholds") else value)
+        return twin
 
     def config(self) -> dict:
         """The detector's settings, as ``save_pretrained`` writes them to ``config.json``."""

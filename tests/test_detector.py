@@ -131,3 +131,13 @@ def test_cuda_request_without_gpu_is_explained():
         pytest.skip("a GPU is present")
     with pytest.raises(RuntimeError, match="CUDA"):
         FacePoseDetector(device="cuda")
+
+
+@needs_photos
+def test_replace_shares_networks_and_changes_settings(detector):
+    strict = detector.replace(thresholds=(0.6, 0.7, 0.9999), min_face_size=40)
+    assert strict.nets is detector.nets and detector.thresholds == (0.6, 0.7, 0.7)
+    path = PHOTOS / "nasa_iss_iss_partners_tour_kennedy_space_center.jpg"
+    assert len(strict.detect(path)) < len(detector.detect(path))
+    with pytest.raises(TypeError, match="replace"):
+        detector.replace(weights="x")
