@@ -312,6 +312,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-negatives", type=int, default=40, help="outside negatives kept per photo")
     parser.add_argument("--calibration-photos", type=int, default=300,
                         help="AFLW crops used to place the teacher's crop relative to O-Net's box")
+    parser.add_argument("--wider-min-face", type=float, default=20,
+                        help="P-Net's minimum face size on WIDER/CelebA photos (below 20: more small crops)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     for folder in [*args.wider, *args.celeba]:
@@ -327,7 +329,9 @@ def main(argv: list[str] | None = None) -> None:
         builder.run("aflw", sources.aflw_faces(args.aflw, limit=args.limit), 40, args.chunk, n)
     if "wider" in args.sources:
         for folder in args.wider:
-            builder.run(f"wider-{folder.name}", sources.wider_face(folder, limit=args.limit), 20, args.chunk // 5, None)
+            suffix = "" if args.wider_min_face == 20 else f"-mf{args.wider_min_face:g}"
+            builder.run(f"wider-{folder.name}{suffix}", sources.wider_face(folder, limit=args.limit), args.wider_min_face,
+                        args.chunk // 5, None)
     for folder in args.celeba:
         builder.run(f"celeba-{folder.name}", sources.celeba(folder, limit=args.limit), 20, args.chunk, None)
     totals: dict[str, int] = {}
