@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import gradio as gr
-import numpy as np
 
 from facepose import FacePoseDetector, ImageError, load_image
 from facepose.draw import draw_faces

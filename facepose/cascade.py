@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from .boxes import apply_offsets, nms, square
-from .crops import crop_resize, crop_windows, integral_image
+from .crops import cut_crops, integral_image
 from .nets import FPNet, PNet, RNet
 from .pyramid import pyramid_level, pyramid_scales
 from .rotation import sixd_to_matrix
@@ -80,10 +80,8 @@ def propose(
 
 def _crops(ii: torch.Tensor, boxes: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalised ``(M, 3, size, size)`` crops of the boxes that overlap the image, and which those are."""
-    height, width = ii.shape[-2] - 1, ii.shape[-1] - 1
-    windows = crop_windows(boxes, width, height)
-    valid = (windows[:, 2] > windows[:, 0]) & (windows[:, 3] > windows[:, 1])
-    return normalize(crop_resize(ii, windows[valid], size)), valid
+    crops, valid = cut_crops(ii, boxes, size)
+    return normalize(crops), valid
 
 
 def refine(rnet: RNet, ii: torch.Tensor, proposals: Proposals, threshold: float, nms_threshold: float = 0.7) -> Proposals:

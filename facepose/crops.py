@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["integral_image", "crop_windows", "crop_resize"]
+__all__ = ["integral_image", "crop_windows", "crop_resize", "cut_crops"]
 
 
 def integral_image(image: torch.Tensor) -> torch.Tensor:
@@ -68,3 +68,16 @@ def crop_resize(ii: torch.Tensor, windows: torch.Tensor, size: int) -> torch.Ten
     total = (ii[:, r1, c1] - ii[:, r0, c1] - ii[:, r1, c0] + ii[:, r0, c0]).double()
     area = (r1 - r0) * (c1 - c0)
     return (total / area).float().permute(1, 0, 2, 3)
+
+
+def cut_crops(ii: torch.Tensor, boxes: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``size x size`` crops the cascade feeds its next stage for ``boxes`` ``(N, 4)``.
+
+    Returns ``(M, 3, size, size)`` float 0-255 crops of the boxes that overlap the image, and the
+    ``(N,)`` bool mask of which boxes those are.
+    """
+    windows = crop_windows(boxes, ii.shape[-1] - 1, ii.shape[-2] - 1)
+    valid = (windows[:, 2] > windows[:, 0]) & (windows[:, 3] > windows[:, 1])
+    if not valid.any():
+        return torch.zeros(0, 3, size, size, device=ii.device), valid
+    return crop_resize(ii, windows[valid], size), valid

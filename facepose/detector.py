@@ -5,7 +5,6 @@ import copy
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .cascade import run_cascade

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from facepose.boxes import box_overlap
 from facepose.cascade import Proposals, finish, normalize, propose, refine
-from facepose.crops import crop_resize, crop_windows, integral_image
+from facepose.crops import cut_crops, integral_image
 from facepose.rotation import euler_to_matrix, matrix_to_sixd
 from facepose.weights import WEIGHTS_DIR, load_fpnet, load_pnet, load_rnet
 
@@ -89,10 +89,8 @@ class Labeller:
         props = propose(self.pnet, image.clone(), min_face_size or self.min_face_size, 0.709, 0.6)
         ii = integral_image(image[0])
         props = refine(self.rnet, ii, props, 0.7)
-        windows = crop_windows(props.boxes, pixels.shape[1], pixels.shape[0])
-        valid = (windows[:, 2] > windows[:, 0]) & (windows[:, 3] > windows[:, 1])
-        boxes, windows = props.boxes[valid], windows[valid]
-        crops = crop_resize(ii, windows, 48) if len(boxes) else torch.zeros(0, 3, 48, 48)
+        crops, valid = cut_crops(ii, props.boxes, 48)
+        boxes = props.boxes[valid]
         out = self.onet(normalize(crops.clone()))
         det = finish(self.onet, ii, Proposals(boxes, props.scores[valid]), 0.7)
         return Cascade(
@@ -239,13 +237,11 @@ class Builder:
         if inside:
             boxes = np.concatenate(inside)
             image = torch.from_numpy(np.ascontiguousarray(photo.pixels)).permute(2, 0, 1).float()
-            windows = crop_windows(torch.from_numpy(boxes).float(), photo.pixels.shape[1], photo.pixels.shape[0])
-            ok = ((windows[:, 2] > windows[:, 0]) & (windows[:, 3] > windows[:, 1])).numpy()
+            crops, ok = cut_crops(integral_image(image), torch.from_numpy(boxes).float(), 48)
             if ok.any():
-                crops = crop_resize(integral_image(image), windows[ok], 48)
                 with torch.inference_mode():
                     out = self.labeller.onet(normalize(crops.clone()))
-                m = int(ok.sum())
+                m = len(crops)
                 extra = {
                     "crops": crops.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy(),
                     "kind": np.full(m, KIND["inside"], np.int8), "box": np.zeros((m, 4), np.float32),

@@ -15,7 +15,6 @@ import math
 from pathlib import Path
 
 import numpy as np
-import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm import tqdm

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from facepose import FacePoseDetector
 from facepose.boxes import box_overlap, square
 from facepose.cascade import normalize
-from facepose.crops import crop_resize, crop_windows, integral_image
+from facepose.crops import cut_crops, integral_image
 from facepose.image import load_image
 from facepose.rotation import matrix_to_euler, sixd_to_matrix
 from facepose.weights import WEIGHTS_DIR, load_fpnet
@@ -73,9 +73,9 @@ def evaluate_aflw2000(detector: FacePoseDetector, fpnet, teacher, root: Path, li
                 e2e_idx.append(i)
         # FPNet on the ground-truth box (squared 68-landmark box), as the cascade would crop it
         image = torch.from_numpy(pixels).permute(2, 0, 1).float()
-        win = crop_windows(square(torch.tensor(gt[None]).float()), pixels.shape[1], pixels.shape[0])
+        crops, _ = cut_crops(integral_image(image), square(torch.tensor(gt[None]).float()), 48)
         with torch.inference_mode():
-            out = fpnet(normalize(crop_resize(integral_image(image), win, 48)))
+            out = fpnet(normalize(crops))
             crop_pred.append(matrix_to_euler(sixd_to_matrix(out.sixd.double()))[0].numpy())
         batch_t.append(crop_square(Image.fromarray(pixels), hopenet_box(s.landmarks)))
         if len(batch_t) == 32 or i == len(samples) - 1:

@@ -15,7 +15,6 @@ import argparse
 import json
 import math
 import random
-import time
 from pathlib import Path
 
 import numpy as np
