@@ -7,9 +7,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from safetensors.torch import save_file
-
 from . import __version__
+from .weights import save_net
 
 __all__ = ["load_pretrained", "save_pretrained", "push_to_hub", "HubError"]
 
@@ -25,8 +24,7 @@ def save_pretrained(detector, folder: str | Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     pose = "trained" if detector.pose_available else "untrained"
     for name, net in zip(FILES, detector.nets):
-        state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-        save_file(state, str(folder / name), metadata={"pose": pose} if name.startswith("fpnet") else {})
+        save_net(net, folder / name, {"pose": pose} if name.startswith("fpnet") else None)
     config = {"facepose_version": __version__, "pose_available": detector.pose_available, **detector.config()}
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     return folder

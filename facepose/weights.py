@@ -11,12 +11,12 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open
+from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
 from .nets import FPNet, PNet, RNet
 
-__all__ = ["WEIGHTS_DIR", "WeightsError", "load_pnet", "load_rnet", "load_fpnet", "sha256_of"]
+__all__ = ["WEIGHTS_DIR", "WeightsError", "load_pnet", "load_rnet", "load_fpnet", "save_net", "sha256_of"]
 
 WEIGHTS_DIR = Path(__file__).parent / "data"
 MANIFEST = WEIGHTS_DIR / "manifest.json"
@@ -84,3 +84,11 @@ def load_fpnet(path: Path | str = WEIGHTS_DIR / "fpnet.safetensors") -> tuple[FP
     has_head = "rotation.weight" in state
     net = _fill(FPNet(pose_head=has_head), state, Path(path))
     return net, has_head and metadata.get("pose") == "trained"
+
+
+def save_net(net: nn.Module, path: Path | str, metadata: dict | None = None) -> Path:
+    """Write a network's weights as safetensors (CPU, contiguous); ``metadata`` values become strings.
+    For FPNet, ``{"pose": "trained"}`` marks a trained rotation head."""
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    save_file(state, str(path), metadata={k: str(v) for k, v in (metadata or {}).items()})
+    return Path(path)

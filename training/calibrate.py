@@ -15,13 +15,13 @@ import math
 from pathlib import Path
 
 import numpy as np
+import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from tqdm import tqdm
 
 from facepose import FacePoseDetector
 from facepose.image import load_image
-from facepose.weights import WEIGHTS_DIR, load_fpnet
+from facepose.weights import WEIGHTS_DIR, load_fpnet, save_net
 
 from .sources import SHARED, read_wider_boxes
 
@@ -50,15 +50,17 @@ def main(argv: list[str] | None = None) -> None:
         on_scores += [f.score for f in on.detect(pixels)]
     target = int((np.array(on_scores) > args.threshold).sum())
     ranked = np.sort(logit(np.array(fp_scores)))[::-1]
-    shift = float(logit(np.array(args.threshold)) - ranked[target - 1]) + 1e-4 if target <= len(ranked) else 0.0
-    net, pose = load_fpnet(args.weights)
-    state = {k: v.detach().clone().contiguous() for k, v in net.state_dict().items()}
-    state["score.bias"][1] += shift / 2
-    state["score.bias"][0] -= shift / 2
+    if not 0 < target < len(ranked):
+        raise SystemExit(f"cannot calibrate: O-Net keeps {target} detections, FPNet proposes {len(ranked)}")
+    # put the threshold midway between FPNet's target-th and next detection (a narrow gap: exact count)
+    shift = float(logit(np.array(args.threshold)) - (ranked[target - 1] + ranked[target]) / 2)
+    net, _ = load_fpnet(args.weights)
+    with torch.no_grad():
+        net.score.bias[1] += shift / 2
+        net.score.bias[0] -= shift / 2
     with safe_open(str(args.weights), framework="pt") as f:
         meta = dict(f.metadata() or {})
-    meta["face_logit_shift"] = f"{shift:.4f}"
-    save_file(state, str(args.out), metadata=meta)
+    save_net(net, args.out, {**meta, "face_logit_shift": f"{shift:.4f}"})
     before = int((np.array(fp_scores) > args.threshold).sum())
     print(f"O-Net keeps {target} detections above {args.threshold}, FPNet {before}; "
           f"face logit shift {shift:+.3f} ({math.exp(shift):.2f}x odds) -> {args.out}")

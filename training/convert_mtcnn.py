@@ -1,11 +1,12 @@
 """Convert MTCNN's weights from the facenet-pytorch 2.6.0 wheel into FacePose's safetensors.
 
-    python -m training.convert_mtcnn [--wheel facenet_pytorch-2.6.0-py3-none-any.whl] [--out DIR]
+    python -m training.convert_mtcnn [--wheel facenet_pytorch-2.6.0-py3-none-any.whl] [--out DIR] [--reset-fpnet]
 
 Without ``--wheel`` it runs ``pip download --no-deps facenet-pytorch==2.6.0`` into a temporary folder.
-Writes ``pnet``, ``rnet``, ``onet`` (the original O-Net, for comparisons) and ``fpnet`` (O-Net's weights
-for every layer they share, an untrained rotation head marked ``"pose": "untrained"``) and records
-each file's sha256 in ``manifest.json``.
+Writes ``pnet``, ``rnet``, ``onet`` (the original O-Net, for comparisons) and records each file's sha256
+in ``manifest.json``. ``fpnet`` (O-Net's weights for every layer they share, an untrained rotation head
+marked ``"pose": "untrained"``) is written only if missing or with ``--reset-fpnet``, so a trained FPNet
+is never replaced by accident.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import torch
 from safetensors.torch import save_file
 
 from facepose.nets import FPNet
-from facepose.weights import WEIGHTS_DIR, sha256_of
+from facepose.weights import WEIGHTS_DIR, save_net, sha256_of
 
 # facenet-pytorch's layer names -> ours (same tensors, renamed heads)
 RENAME = {
@@ -63,7 +64,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--wheel", type=Path, help="facenet_pytorch-2.6.0 wheel (default: pip download it)")
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="output folder (default: the package's)")
-    parser.add_argument("--keep-fpnet", action="store_true", help="do not overwrite an existing fpnet file")
+    parser.add_argument("--reset-fpnet", action="store_true",
+                        help="replace an existing fpnet.safetensors by the untrained O-Net-initialised one")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -77,13 +79,12 @@ def main(argv: list[str] | None = None) -> None:
         written.append(f"{name}.safetensors")
 
     fpnet_path = args.out / "fpnet.safetensors"
-    if not (args.keep_fpnet and fpnet_path.exists()):
+    if args.reset_fpnet or not fpnet_path.exists():
         torch.manual_seed(0)
         fpnet = FPNet()
         missing, unexpected = fpnet.load_state_dict(states["onet"], strict=False)
         assert set(missing) == {"rotation.weight", "rotation.bias"} and not unexpected, (missing, unexpected)
-        state = {k: v.contiguous() for k, v in fpnet.state_dict().items()}
-        save_file(state, str(fpnet_path), metadata={**meta, "pose": "untrained"})
+        save_net(fpnet, fpnet_path, {**meta, "pose": "untrained"})
         written.append("fpnet.safetensors")
     update_manifest(args.out, written)
     print(f"wrote {', '.join(written)} to {args.out}")

@@ -20,13 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from tqdm import tqdm
 
 from facepose.cascade import normalize
 from facepose.nets import FPNet
 from facepose.rotation import geodesic_distance, matrix_to_euler, sixd_to_matrix
-from facepose.weights import WEIGHTS_DIR, load_fpnet
+from facepose.weights import WEIGHTS_DIR, load_fpnet, save_net
 
 from .build_dataset import KIND
 from .samples import Samples, epoch_indices, load_samples, mirror_batch
@@ -154,11 +153,6 @@ def evaluate_samples(model: FPNet, samples: Samples, batch_size: int = 512) -> d
             "roll": err[2].item(), "pose_mae": err.mean().item()}
 
 
-def save_weights(model: FPNet, path: Path, meta: dict) -> None:
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(path), metadata={"pose": "trained", **{k: str(v) for k, v in meta.items()}})
-
-
 def train(args: argparse.Namespace) -> dict:
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -222,7 +216,7 @@ def train(args: argparse.Namespace) -> dict:
               + " | val " + " ".join(f"{k} {v:.3f}" for k, v in metrics.items()), flush=True)
         if metrics["pose_mae"] < best["pose_mae"] or not math.isfinite(best["pose_mae"]):
             best = {**metrics, "epoch": epoch + 1}
-            save_weights(model, args.out / "best.safetensors", {"epoch": epoch + 1, "val_pose_mae": metrics["pose_mae"]})
+            save_net(model, args.out / "best.safetensors", {"pose": "trained", "epoch": epoch + 1, "val_pose_mae": metrics["pose_mae"]})
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "generator": gen.get_state(), "epoch": epoch, "step": step, "best": json.dumps(best)}, last)
         if args.max_steps and step >= args.max_steps:
