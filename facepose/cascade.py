@@ -14,9 +14,9 @@ from .boxes import apply_offsets, nms, square
 from .crops import cut_crops, integral_image
 from .nets import FPNet, PNet, RNet
 from .pyramid import pyramid_level, pyramid_scales
-from .rotation import sixd_to_matrix
+from .rotation import matrix_to_sixd, mirror_matrix, sixd_to_matrix
 
-__all__ = ["Proposals", "Detections", "normalize", "propose", "refine", "finish"]
+__all__ = ["Proposals", "Detections", "normalize", "propose", "refine", "finish", "finish_crops"]
 
 STRIDE, CELL = 2, 12  # P-Net sees a 12x12 window every 2 pixels
 
@@ -97,34 +97,52 @@ def refine(rnet: RNet, ii: torch.Tensor, proposals: Proposals, threshold: float,
     return Proposals(square(apply_offsets(boxes[keep], offsets[keep])), scores[keep])
 
 
-def finish(fpnet: FPNet, ii: torch.Tensor, proposals: Proposals, threshold: float, nms_threshold: float = 0.7) -> Detections:
+def finish(fpnet: FPNet, ii: torch.Tensor, proposals: Proposals, threshold: float, nms_threshold: float = 0.7,
+           flip_pose: bool = False) -> Detections:
     """Stage 3: FPNet (or O-Net) on 48x48 crops: face score, box regression, landmarks, rotation;
-    then NMS by overlap over the smaller box."""
-    n_rot = 3 if fpnet.rotation is not None else 0
+    then NMS by overlap over the smaller box (see ``finish_crops``)."""
     if len(proposals) == 0:
-        z = ii.new_zeros(0).float()
-        return Detections(z.reshape(0, 4), z, z.reshape(0, 5, 2), z.reshape(0, n_rot, n_rot))
+        return finish_crops(fpnet, proposals.boxes, ii.new_zeros(0, 3, 48, 48).float(), threshold, nms_threshold)
     crops, valid = _crops(ii, proposals.boxes, 48)
-    boxes = proposals.boxes[valid]
+    return finish_crops(fpnet, proposals.boxes[valid], crops, threshold, nms_threshold, flip_pose)
+
+
+def finish_crops(fpnet: FPNet, boxes: torch.Tensor, crops: torch.Tensor, threshold: float,
+                 nms_threshold: float = 0.7, flip_pose: bool = False) -> Detections:
+    """Stage 3 on crops already cut: ``boxes (N, 4)`` and their normalised ``(N, 3, 48, 48)`` crops.
+    ``finish`` cuts them; evaluation reuses one set of crops for several last stages.
+
+    ``flip_pose``: the rotation of each kept face is averaged with the mirrored rotation FPNet finds
+    in the mirrored crop (one more FPNet pass over the kept faces only)."""
+    n_rot = 3 if fpnet.rotation is not None else 0
+    if len(boxes) == 0:
+        z = crops.new_zeros(0)
+        return Detections(z.reshape(0, 4), z, z.reshape(0, 5, 2), z.reshape(0, n_rot, n_rot))
     out = fpnet(crops)
     scores = torch.softmax(out.face_logits, dim=1)[:, 1]
     passed = scores > threshold
     boxes, scores = boxes[passed], scores[passed]
     size = (boxes[:, 2:] - boxes[:, :2] + 1)[:, None, :]
     marks = out.landmarks[passed].reshape(-1, 2, 5).transpose(1, 2) * size + boxes[:, None, :2] - 1
-    rotations = sixd_to_matrix(out.sixd[passed]) if n_rot else scores.new_zeros(len(scores), 0, 0)
     boxes = apply_offsets(boxes, out.box[passed])
     keep = nms(boxes, scores, nms_threshold, mode="min", plus_one=True)
-    return Detections(boxes[keep], scores[keep], marks[keep], rotations[keep])
+    if not n_rot:
+        return Detections(boxes[keep], scores[keep], marks[keep], scores.new_zeros(len(keep), 0, 0))
+    sixd = out.sixd[passed][keep]
+    if flip_pose and len(keep):
+        mirrored = mirror_matrix(sixd_to_matrix(fpnet(crops[passed][keep].flip(-1)).sixd))
+        sixd = matrix_to_sixd(sixd_to_matrix(sixd) + mirrored)  # Gram-Schmidt of the summed columns: the mean
+    return Detections(boxes[keep], scores[keep], marks[keep], sixd_to_matrix(sixd))
 
 
 def run_cascade(
     nets: tuple[PNet, RNet, FPNet], image: torch.Tensor, min_face_size: float, factor: float,
     thresholds: tuple[float, float, float], nms_thresholds: tuple[float, float, float, float],
+    flip_pose: bool = False,
 ) -> Detections:
     """All three stages on one ``(1, 3, H, W)`` 0-255 image."""
     pnet, rnet, fpnet = nets
     proposals = propose(pnet, image, min_face_size, factor, thresholds[0], nms_thresholds[0], nms_thresholds[1])
     ii = integral_image(image[0])
     proposals = refine(rnet, ii, proposals, thresholds[1], nms_thresholds[2])
-    return finish(fpnet, ii, proposals, thresholds[2], nms_thresholds[3])
+    return finish(fpnet, ii, proposals, thresholds[2], nms_thresholds[3], flip_pose)

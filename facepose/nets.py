@@ -92,9 +92,16 @@ class FPNet(nn.Module):
 
     Dropout sits before the heads (active in training only). With ``pose_head=False`` the module is
     exactly MTCNN's O-Net (``sixd`` is then an empty ``(N, 0)`` tensor).
+
+    ``pose_hidden > 0`` adds a pose branch read by the rotation head only, next to the 256 shared units:
+    ``pose_hidden`` dense units (PReLU) on the 1152 features of conv4, or with ``pose_channels > 0`` on
+    a 2x2 convolution of its own (``pose_channels`` maps of 3x3) over the third pooling's 64x4x4 maps.
+    Trained with the O-Net part frozen (``training.train --freeze-detection``), face score, box and
+    landmarks stay O-Net's exactly and the branch gives the rotation head capacity of its own.
     """
 
-    def __init__(self, dropout: float = 0.25, pose_head: bool = True) -> None:
+    def __init__(self, dropout: float = 0.25, pose_head: bool = True, pose_hidden: int = 0,
+                 pose_channels: int = 0) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, 32, kernel_size=3)
         self.prelu1 = nn.PReLU(32)
@@ -113,22 +120,45 @@ class FPNet(nn.Module):
         self.score = nn.Linear(256, 2)
         self.box = nn.Linear(256, 4)
         self.landmarks = nn.Linear(256, 10)
-        self.rotation = nn.Linear(256, 6) if pose_head else None
+        self.pose_hidden = pose_hidden if pose_head else 0
+        self.pose_channels = pose_channels if self.pose_hidden else 0
+        self.pose_conv = nn.Conv2d(64, self.pose_channels, kernel_size=2) if self.pose_channels else None
+        self.pose_conv_prelu = nn.PReLU(self.pose_channels) if self.pose_channels else None
+        branch_in = 9 * self.pose_channels if self.pose_channels else 1152
+        self.pose_dense = nn.Linear(branch_in, self.pose_hidden) if self.pose_hidden else None
+        self.pose_prelu = nn.PReLU(self.pose_hidden) if self.pose_hidden else None
+        self.rotation = nn.Linear(256 + self.pose_hidden, 6) if pose_head else None
         if self.rotation is not None:
             reset_rotation_head(self.rotation)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, 3, 48, 48) -> (N, 256)``: the shared trunk."""
+    def _pooled3(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, 3, 48, 48) -> (N, 64, 4, 4)``: the first three convolutions and poolings."""
         x = self.pool1(self.prelu1(self.conv1(_channels_last(x))))
         x = self.pool2(self.prelu2(self.conv2(x)))
-        x = self.pool3(self.prelu3(self.conv3(x)))
-        x = self.prelu4(self.conv4(x))
-        return self.prelu5(self.dense5(_caffe_flatten(x)))
+        return self.pool3(self.prelu3(self.conv3(x)))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, 3, 48, 48) -> (N, 256)``: the shared trunk."""
+        return self.prelu5(self.dense5(_caffe_flatten(self.prelu4(self.conv4(self._pooled3(x))))))
 
     def forward(self, x: torch.Tensor) -> FPNetOutput:
-        f = self.dropout(self.features(x))
-        sixd = self.rotation(f) if self.rotation is not None else f.new_zeros(f.shape[0], 0)
+        p3 = self._pooled3(x)
+        c = _caffe_flatten(self.prelu4(self.conv4(p3)))
+        f = self.dropout(self.prelu5(self.dense5(c)))
+        if self.rotation is None:
+            sixd = f.new_zeros(f.shape[0], 0)
+        elif self.pose_dense is None:
+            sixd = self.rotation(f)
+        else:
+            if self.pose_conv is not None:
+                c = _caffe_flatten(self.pose_conv_prelu(self.pose_conv(p3)))
+            sixd = self.rotation(torch.cat((f, self.dropout(self.pose_prelu(self.pose_dense(c)))), dim=1))
         return FPNetOutput(self.score(f), self.box(f), self.landmarks(f), sixd)
+
+    def detection_parameters(self) -> list[nn.Parameter]:
+        """O-Net's parameters: everything but the rotation head and the pose branch."""
+        pose = {"rotation", "pose_dense", "pose_prelu", "pose_conv", "pose_conv_prelu"}
+        return [p for name, p in self.named_parameters() if name.split(".")[0] not in pose]
 
 
 def reset_rotation_head(layer: nn.Linear) -> None:

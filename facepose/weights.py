@@ -82,7 +82,9 @@ def load_fpnet(path: Path | str = WEIGHTS_DIR / "fpnet.safetensors") -> tuple[FP
     """FPNet (or plain O-Net, a file without rotation head) and whether its pose head is trained."""
     state, metadata = _read(Path(path))
     has_head = "rotation.weight" in state
-    net = _fill(FPNet(pose_head=has_head), state, Path(path))
+    hidden = state["pose_dense.weight"].shape[0] if "pose_dense.weight" in state else 0
+    channels = state["pose_conv.weight"].shape[0] if "pose_conv.weight" in state else 0
+    net = _fill(FPNet(pose_head=has_head, pose_hidden=hidden, pose_channels=channels), state, Path(path))
     return net, has_head and metadata.get("pose") == "trained"
 
 

@@ -36,6 +36,22 @@ def test_counts_faces(detector, name, count):
 
 
 @needs_photos
+def test_pose_leaves_detection_as_o_nets(detector):
+    """FPNet's pose part was trained with O-Net's weights frozen: on real photos the packaged detector
+    finds exactly the boxes, scores and landmarks of MTCNN with its original O-Net."""
+    from facepose.weights import WEIGHTS_DIR
+
+    onet = FacePoseDetector(weights=WEIGHTS_DIR / "onet.safetensors")
+    total = 0
+    for name in sorted(EXPECTED_FACES):
+        ours, theirs = detector.detect(PHOTOS / name), onet.detect(PHOTOS / name)
+        assert [(f.box, f.score, f.landmarks) for f in ours] == [(f.box, f.score, f.landmarks) for f in theirs], name
+        assert all(f.yaw is not None for f in ours) and all(f.yaw is None for f in theirs)
+        total += len(ours)
+    assert total == sum(EXPECTED_FACES.values())
+
+
+@needs_photos
 def test_face_fields_and_geometry(detector):
     path = PHOTOS / "nasa_astronaut_class_photo_b.png"
     width, height = Image.open(path).size

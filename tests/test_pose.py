@@ -21,11 +21,13 @@ def posed_detector():
 
 
 @needs_aflw2000
-def test_angles_match_aflw2000_labels(posed_detector, aflw2000_rows):
+@pytest.mark.parametrize("flip_pose", [True, False], ids=["flip-averaged", "single-crop"])
+def test_angles_match_aflw2000_labels(posed_detector, aflw2000_rows, flip_pose):
     rows = aflw2000_rows[::40][:40]  # 40 faces spread over the set
+    detector = posed_detector.replace(flip_pose=flip_pose)
     errors, found = [], 0
     for row in rows:
-        faces = posed_detector.detect(AFLW2000 / "images" / row["image"])
+        faces = detector.detect(AFLW2000 / "images" / row["image"])
         if not faces:
             continue
         found += 1

@@ -121,6 +121,20 @@ def test_build_tiny_dataset_and_train_two_steps(tmp_path):
         assert f.metadata()["pose"] == "trained"
     assert any(p.name.startswith("events.out.tfevents") for p in out.iterdir())
 
+    # the pose branch alone learns; O-Net's weights stay bit for bit
+    from facepose.weights import WEIGHTS_DIR, load_fpnet
+
+    frozen = tmp_path / "frozen"
+    train(["--data", str(data), "--out", str(frozen), "--epochs", "1", "--max-steps", "2", "--batch-size", "8",
+           "--init", "onet", "--pose-hidden", "8", "--freeze-detection", "--augment", "0.5", "--lr", "1e-2"])
+    net, pose = load_fpnet(frozen / "best.safetensors")
+    onet = load_fpnet(WEIGHTS_DIR / "onet.safetensors")[0].state_dict()
+    assert pose and net.pose_hidden == 8
+    for name, tensor in net.state_dict().items():
+        if name in onet:
+            assert torch.equal(tensor, onet[name]), name
+    assert not torch.allclose(net.rotation.bias, torch.tensor([1.0, 0, 0, 0, 1, 0]))
+
 
 @needs_training_data
 def test_sources_read_wider_and_celeba_layouts(tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from tqdm import tqdm
 
 from facepose import FacePoseDetector
 from facepose.boxes import box_overlap, square
-from facepose.cascade import normalize
+from facepose.cascade import finish_crops, normalize, propose, refine
 from facepose.crops import cut_crops, integral_image
 from facepose.image import load_image
 from facepose.rotation import matrix_to_euler, sixd_to_matrix
@@ -29,7 +30,7 @@ from .aflw2000 import DEFAULT_ROOT, crop_square, hopenet_box, load_aflw2000
 from .sources import SHARED, read_wider_boxes
 from .teacher import find_whenet_h5, flip_averaged, load_whenet
 
-__all__ = ["angle_errors", "average_precision", "main"]
+__all__ = ["angle_errors", "average_precision", "wider_crops", "wider_ap", "main"]
 
 
 def angle_errors(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
@@ -55,8 +56,9 @@ def evaluate_aflw2000(detector: FacePoseDetector, fpnet, teacher, root: Path, li
     samples = load_aflw2000(root)[:limit]
     truth = np.stack([s.angles for s in samples])
     boxes68 = lmk68_boxes(root)
-    e2e_pred, e2e_idx, crop_pred, teach_pred, teach_flip = [], [], [], [], []
+    e2e_pred, e2e_single, e2e_idx, crop_pred, teach_pred, teach_flip = [], [], [], [], [], []
     batch_t = []
+    single = detector.replace(flip_pose=False)
     for i, s in enumerate(tqdm(samples, desc="AFLW2000", unit="img")):
         pixels = load_image(s.image)
         gt = boxes68[s.image.name]
@@ -68,8 +70,10 @@ def evaluate_aflw2000(detector: FacePoseDetector, fpnet, teacher, root: Path, li
             inside = (centre[:, 0] > gt[0]) & (centre[:, 0] < gt[2]) & (centre[:, 1] > gt[1]) & (centre[:, 1] < gt[3])
             ok = torch.nonzero((iou > 0.3) & inside).flatten()
             if len(ok):
-                f = faces[int(ok[0])]  # best scoring match
+                k = int(ok[0])  # best scoring match
+                f, g = faces[k], single.detect(pixels)[k]  # the same faces: flipping changes the pose only
                 e2e_pred.append([f.yaw, f.pitch, f.roll])
+                e2e_single.append([g.yaw, g.pitch, g.roll])
                 e2e_idx.append(i)
         # FPNet on the ground-truth box (squared 68-landmark box), as the cascade would crop it
         image = torch.from_numpy(pixels).permute(2, 0, 1).float()
@@ -91,6 +95,7 @@ def evaluate_aflw2000(detector: FacePoseDetector, fpnet, teacher, root: Path, li
         "faces": len(samples),
         "detected_share": len(e2e_idx) / len(samples),
         "end_to_end": summary(e2e),
+        "end_to_end_without_flip": summary(angle_errors(np.array(e2e_single).reshape(-1, 3), truth[e2e_idx])),
         "fpnet_on_ground_truth_crops": summary(angle_errors(np.array(crop_pred), truth)),
         "teacher_on_detected": summary(teach[e2e_idx]),
         "teacher": summary(teach),
@@ -131,17 +136,46 @@ def average_precision(dets: list[tuple[float, int, np.ndarray]], gts: dict[int, 
     return float(((mrec[idx + 1] - mrec[idx]) * mpre[idx + 1]).sum())
 
 
-def evaluate_wider(detectors: dict[str, FacePoseDetector], root: Path, limit: int | None, min_face: float = 20) -> dict:
+@dataclass
+class WiderCrops:
+    """What the last stage sees on WIDER FACE val: per image, R-Net's boxes and their 48x48 crops, and
+    the true faces ``(boxes, ignore)`` (invalid or under ``min_face`` px)."""
+
+    proposals: list[tuple[torch.Tensor, torch.Tensor]]
+    truth: dict[int, tuple[np.ndarray, np.ndarray]]
+
+
+@torch.inference_mode()
+def wider_crops(detector: FacePoseDetector, root: Path, limit: int | None, min_face: float = 20) -> WiderCrops:
+    """P-Net and R-Net with ``detector``'s settings once per image; every last stage then gets the same crops."""
     gt = list(read_wider_boxes(next(root.glob("wider_face_*_bbx_gt.txt"))).items())[:limit]
-    gts, dets = {}, {name: [] for name in detectors}
-    for i, (name, (boxes, invalid)) in enumerate(tqdm(gt, desc="WIDER val", unit="img")):
+    pnet, rnet, _ = detector.nets
+    proposals, truth = [], {}
+    for i, (name, (boxes, invalid)) in enumerate(tqdm(gt, desc="WIDER val (P-Net, R-Net)", unit="img")):
         small = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) < min_face
-        gts[i] = (boxes, invalid | small)
-        pixels = load_image(root / "images" / name)
-        for key, det in detectors.items():
-            dets[key] += [(f.score, i, np.array(f.box)) for f in det.detect(pixels)]
-    return {key: {"ap50": average_precision(d, gts), "detections": len(d)} for key, d in dets.items()} | {
-        "images": len(gts), "faces": int(sum((~ig).sum() for _, ig in gts.values()))}
+        truth[i] = (boxes, invalid | small)
+        image = torch.from_numpy(load_image(root / "images" / name)).permute(2, 0, 1)[None].float()
+        t = detector.thresholds
+        found = propose(pnet, image, detector.min_face_size, detector.factor, t[0], *detector.nms_thresholds[:2])
+        ii = integral_image(image[0])
+        found = refine(rnet, ii, found, t[1], detector.nms_thresholds[2])
+        crops, valid = cut_crops(ii, found.boxes, 48)
+        proposals.append((found.boxes[valid], normalize(crops).to(torch.float16)))  # half the memory
+    return WiderCrops(proposals, truth)
+
+
+@torch.inference_mode()
+def wider_ap(last_stages: dict[str, torch.nn.Module], data: WiderCrops, threshold: float = 0.7,
+             nms_threshold: float = 0.7) -> dict:
+    """AP at IoU 0.5 of each last stage (FPNet or O-Net) on the same R-Net proposals."""
+    out = {}
+    for key, net in last_stages.items():
+        dets = []
+        for i, (boxes, crops) in enumerate(data.proposals):
+            d = finish_crops(net.eval(), boxes, crops.float(), threshold, nms_threshold)
+            dets += [(s, i, b) for s, b in zip(d.scores.tolist(), d.boxes.numpy())]
+        out[key] = {"ap50": average_precision(dets, data.truth), "detections": len(dets)}
+    return out | {"images": len(data.truth), "faces": int(sum((~ig).sum() for _, ig in data.truth.values()))}
 
 
 def speed(weights: Path, photos: Path, repeats: int = 2) -> dict:
@@ -189,6 +223,7 @@ def plot(per_face: dict, path: Path) -> None:
 def markdown(m: dict) -> str:
     a = m["aflw2000"]
     rows = [("FPNet, end to end (detected faces)", a["end_to_end"]),
+            ("FPNet, end to end, without flip averaging", a["end_to_end_without_flip"]),
             ("FPNet on ground-truth crops", a["fpnet_on_ground_truth_crops"]),
             ("WHENet teacher, same detected faces", a["teacher_on_detected"]),
             ("WHENet teacher, all faces", a["teacher"]),
@@ -227,8 +262,8 @@ def main(argv: list[str] | None = None) -> dict:
     metrics["aflw2000"] = evaluate_aflw2000(detector, fpnet, teacher, args.aflw2000, args.limit)
     per_face = metrics["aflw2000"].pop("_per_face")
     plot(per_face, args.out / "pose_error_vs_yaw.png")
-    metrics["wider_val"] = evaluate_wider(
-        {"fpnet": detector, "onet": FacePoseDetector(weights=WEIGHTS_DIR / "onet.safetensors")}, args.wider_val, args.limit)
+    metrics["wider_val"] = wider_ap({"fpnet": fpnet, "onet": load_fpnet(WEIGHTS_DIR / "onet.safetensors")[0]},
+                                    wider_crops(detector, args.wider_val, args.limit))
     metrics["speed"] = speed(args.weights, args.photos)
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     (args.out / "metrics.md").write_text(markdown(metrics))

@@ -1,7 +1,8 @@
 """Make a trained FPNet the package's default: copy its weights, metrics and plot into ``facepose/data``
 and record the new sha256 in ``manifest.json``.
 
-    python -m training.ship runs/fpnet/best.safetensors runs/eval [--recipe "..."]
+    python -m training.ship runs/fpnet/best.safetensors runs/eval [--recipe "..."] [--train-args FILE]
+                            [--variant-eval DIR --variant-note "..."]
 """
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("eval_dir", type=Path, help="output folder of python -m training.evaluate for these weights")
     p.add_argument("--recipe", default="", help="one line on how it was trained, for the model card")
     p.add_argument("--train-args", type=Path, default=None, help="args.json of the training run")
+    p.add_argument("--variant-eval", type=Path, default=None,
+                   help="evaluate output of an alternative FPNet, compared on the model card")
+    p.add_argument("--variant-note", default="", help="what that alternative is, for the model card")
     args = p.parse_args(argv)
     _, pose = load_fpnet(args.weights)
     if not pose:
@@ -29,6 +33,9 @@ def main(argv: list[str] | None = None) -> None:
     metrics["recipe"] = {"summary": args.recipe}
     if args.train_args:
         metrics["recipe"].update(json.loads(args.train_args.read_text()))
+    if args.variant_eval:
+        variant = json.loads((args.variant_eval / "metrics.json").read_text())
+        metrics["variant"] = {"note": args.variant_note, "aflw2000": variant["aflw2000"], "wider_val": variant["wider_val"]}
     shutil.copyfile(args.weights, WEIGHTS_DIR / "fpnet.safetensors")
     metrics["weights"] = "facepose/data/fpnet.safetensors"
     (WEIGHTS_DIR / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")

@@ -27,6 +27,7 @@ from facepose.nets import FPNet
 from facepose.rotation import geodesic_distance, matrix_to_euler, sixd_to_matrix
 from facepose.weights import WEIGHTS_DIR, load_fpnet, save_net
 
+from .augment import augment_crops, jitter_crops
 from .build_dataset import KIND
 from .samples import Samples, epoch_indices, load_samples, mirror_batch
 
@@ -44,11 +45,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dropout", type=float, default=0.25)
     p.add_argument("--init", choices=["scratch", "onet"], default="scratch", help="random weights, or O-Net's")
     p.add_argument("--init-from", type=Path, default=None, help="start from these FPNet weights (fine-tuning)")
+    p.add_argument("--pose-hidden", type=int, default=0,
+                   help="dense units of a pose branch of its own on the conv features (0: the rotation head "
+                        "reads the shared 256 units only, the thesis' FPNet)")
+    p.add_argument("--pose-channels", type=int, default=0,
+                   help="the pose branch reads a 2x2 convolution of its own with this many maps over the third "
+                        "pooling (0: it reads conv4's features)")
+    p.add_argument("--freeze-detection", action="store_true",
+                   help="train the rotation head (and pose branch) only; everything else keeps the weights of "
+                        "--init/--init-from, so face scores, boxes and landmarks stay O-Net's exactly")
     p.add_argument("--rotation-loss", choices=["l2", "geodesic"], default="l2")
     p.add_argument("--rotation-weight", type=float, default=1.0)
     p.add_argument("--box-weight", type=float, default=1.0)
     p.add_argument("--landmark-weight", type=float, default=0.0, help="L2 to O-Net's landmarks (0: off)")
-    p.add_argument("--distill-weight", type=float, default=0.0, help="BCE to O-Net's face probability (0: off)")
+    p.add_argument("--distill-weight", type=float, default=0.0, help="weight of matching O-Net's face score (0: off)")
+    p.add_argument("--distill-loss", choices=["bce", "logit"], default="bce",
+                   help="bce: cross-entropy to O-Net's face probability; logit: squared error to O-Net's face "
+                        "logit (log-odds), clipped at +-4 where both are sure, so scores near the threshold match")
     p.add_argument("--face-weight", type=float, default=1.0, help="weight of face cross-entropy on IoU labels")
     p.add_argument("--detection-teacher", choices=["none", "onet"], default="none",
                    help="onet: the frozen original O-Net, run on each (mirrored) batch, is the target of face "
@@ -58,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="per batch keep the middle 60%% by face loss (thesis), the hardest 70%% (MTCNN), or all")
     p.add_argument("--negatives-per-positive", type=float, default=1.5)
     p.add_argument("--no-mirror", action="store_true", help="no random horizontal mirroring")
+    p.add_argument("--augment", type=float, default=0.0,
+                   help="share of crops given photometric augmentation and low resolution (training.augment); "
+                        "with --detection-teacher onet, O-Net labels the augmented crops")
+    p.add_argument("--jitter", type=float, default=0.0,
+                   help="random shifts (up to 6%% of the side) and zooms (+-8%%) of the crops, times this factor "
+                        "(0: off); with --freeze-detection only: boxes and landmarks would no longer fit")
     p.add_argument("--limit", type=int, default=None, help="use at most this many training samples (tests)")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (tests)")
     p.add_argument("--device", default="cpu")
@@ -66,18 +85,41 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def make_model(init: str, dropout: float) -> FPNet:
-    model = FPNet(dropout=dropout)
+def make_model(init: str, dropout: float, pose_hidden: int = 0, pose_channels: int = 0) -> FPNet:
+    model = FPNet(dropout=dropout, pose_hidden=pose_hidden, pose_channels=pose_channels)
     if init == "onet":
         onet, _ = load_fpnet(WEIGHTS_DIR / "onet.safetensors")
         missing, unexpected = model.load_state_dict(onet.state_dict(), strict=False)
-        assert set(missing) == {"rotation.weight", "rotation.bias"} and not unexpected
+        assert all(k.startswith(("rotation", "pose_")) for k in missing) and not unexpected
     return model
 
 
 def to_input(crops: torch.Tensor) -> torch.Tensor:
     """``(N, 48, 48, 3)`` uint8 -> normalised ``(N, 3, 48, 48)`` float, as the cascade feeds FPNet."""
     return normalize(crops.permute(0, 3, 1, 2).float())
+
+
+def face_logit(logits: torch.Tensor) -> torch.Tensor:
+    """``(N, 2)`` two-class logits -> ``(N,)`` log-odds of "face" (the score is its sigmoid)."""
+    return logits[:, 1] - logits[:, 0]
+
+
+def clipped_logit_loss(student: torch.Tensor, teacher: torch.Tensor, clip: float = 4.0) -> torch.Tensor:
+    """Mean squared error between ``(N,)`` log-odds; where the teacher is beyond ``+-clip`` (probability
+    above 0.982 or below 0.018) the student only has to be beyond ``+-clip`` too."""
+    target = teacher.clamp(-clip, clip)
+    diff = student - target
+    diff = torch.where(teacher >= clip, diff.clamp(max=0), torch.where(teacher <= -clip, diff.clamp(min=0), diff))
+    return (diff ** 2).mean()
+
+
+def rotation_loss(predicted: torch.Tensor, target: torch.Tensor, posed: torch.Tensor, kind: str) -> torch.Tensor:
+    """Mean over the ``posed`` (N,) samples of ``(N, 6)`` 6D rotations: geodesic angle (radians) or L2."""
+    if not posed.any():
+        return predicted.sum() * 0
+    if kind == "geodesic":
+        return geodesic_distance(sixd_to_matrix(predicted[posed]), sixd_to_matrix(target[posed])).mean()
+    return ((predicted[posed] - target[posed]) ** 2).sum(1).mean()
 
 
 def losses(model: FPNet, batch: Samples, args: argparse.Namespace, mirror: bool, gen: torch.Generator,
@@ -87,8 +129,17 @@ def losses(model: FPNet, batch: Samples, args: argparse.Namespace, mirror: bool,
     if mirror:
         flip = torch.rand(len(x), generator=gen) < 0.5
         x, box, marks, sixd = mirror_batch(x, box, marks, sixd, flip)
+    if args.jitter:
+        if not args.freeze_detection:
+            raise ValueError("--jitter moves the face in the crop; it needs --freeze-detection")
+        x = jitter_crops(x, gen, 0.06 * args.jitter, 0.08 * args.jitter)
+    if args.augment:
+        x = augment_crops(x, gen, args.augment)
     out = model(x)
     kind = batch.kind
+    if args.freeze_detection:  # only the pose part learns
+        rotation = rotation_loss(out.sixd, sixd, (kind == KIND["positive"]) & batch.has_pose, args.rotation_loss)
+        return {"rotation": rotation, "loss": rotation}
     is_face = kind == KIND["positive"]
     labelled = is_face | (kind == KIND["negative"]) | (kind == KIND["inside"])
     face_loss = F.cross_entropy(out.face_logits, is_face.long(), reduction="none")
@@ -108,21 +159,19 @@ def losses(model: FPNet, batch: Samples, args: argparse.Namespace, mirror: bool,
             reference = onet(x)
         box, marks, has_box = reference.box, reference.landmarks, torch.ones_like(has_box)
     total["box"] = ((out.box - box) ** 2).sum(1)[has_box].mean() if has_box.any() else out.box.sum() * 0
-    posed = is_face & batch.has_pose
-    if posed.any():
-        if args.rotation_loss == "geodesic":
-            total["rotation"] = geodesic_distance(sixd_to_matrix(out.sixd[posed]), sixd_to_matrix(sixd[posed])).mean()
-        else:
-            total["rotation"] = ((out.sixd[posed] - sixd[posed]) ** 2).sum(1).mean()
-    else:
-        total["rotation"] = out.sixd.sum() * 0
+    total["rotation"] = rotation_loss(out.sixd, sixd, is_face & batch.has_pose, args.rotation_loss)
     if args.landmark_weight:
         with_marks = torch.ones_like(is_face) if reference is not None else is_face
         total["landmarks"] = ((out.landmarks - marks) ** 2).sum(1)[with_marks].mean() if with_marks.any() else out.landmarks.sum() * 0
     if args.distill_weight:
-        p = torch.softmax(out.face_logits, 1)[:, 1].clamp(1e-6, 1 - 1e-6)
-        target = torch.softmax(reference.face_logits, 1)[:, 1] if reference is not None else batch.onet_score.float()
-        total["distill"] = F.binary_cross_entropy(p, target)
+        if args.distill_loss == "logit":
+            if reference is None:
+                raise ValueError("--distill-loss logit needs --detection-teacher onet")
+            total["distill"] = clipped_logit_loss(face_logit(out.face_logits), face_logit(reference.face_logits))
+        else:
+            p = torch.softmax(out.face_logits, 1)[:, 1].clamp(1e-6, 1 - 1e-6)
+            target = torch.softmax(reference.face_logits, 1)[:, 1] if reference is not None else batch.onet_score.float()
+            total["distill"] = F.binary_cross_entropy(p, target)
     weights = {"face": args.face_weight, "box": args.box_weight, "rotation": args.rotation_weight,
                "landmarks": args.landmark_weight, "distill": args.distill_weight}
     total["loss"] = sum(weights[k] * v for k, v in total.items())
@@ -166,11 +215,22 @@ def train(args: argparse.Namespace) -> dict:
     if args.limit:
         train_set = train_set.subset(torch.randperm(len(train_set))[: args.limit])
     device = torch.device(args.device)
-    model = make_model(args.init, args.dropout).to(device)
+    model = make_model(args.init, args.dropout, args.pose_hidden, args.pose_channels).to(device)
     if args.init_from:
-        model.load_state_dict(load_fpnet(args.init_from)[0].state_dict())
-    onet = load_fpnet(WEIGHTS_DIR / "onet.safetensors")[0].to(device).eval() if args.detection_teacher == "onet" else None
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+        try:
+            model.load_state_dict(load_fpnet(args.init_from)[0].state_dict())
+        except RuntimeError:
+            raise SystemExit(f"{args.init_from} does not fit FPNet(pose_hidden={args.pose_hidden}, "
+                             f"pose_channels={args.pose_channels})") from None
+    if args.freeze_detection:
+        if args.init == "scratch" and not args.init_from:
+            raise SystemExit("--freeze-detection needs trained detection weights: --init onet or --init-from")
+        for p in model.detection_parameters():
+            p.requires_grad_(False)
+    onet = None
+    if args.detection_teacher == "onet" and not args.freeze_detection:
+        onet = load_fpnet(WEIGHTS_DIR / "onet.safetensors")[0].to(device).eval()
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.lr)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=args.lr_decay)
     gen = torch.Generator().manual_seed(args.seed)
     start_epoch, best, step = 0, {"pose_mae": float("inf")}, 0
@@ -188,7 +248,11 @@ def train(args: argparse.Namespace) -> dict:
     (args.out / "args.json").write_text(json.dumps({k: str(v) for k, v in vars(args).items()}, indent=1))
     model.train()
     for epoch in range(start_epoch, args.epochs):
-        order = epoch_indices(train_set, gen, args.negatives_per_positive)
+        if args.freeze_detection:  # only faces with a teacher pose carry a loss
+            posed = torch.nonzero((train_set.kind == KIND["positive"]) & train_set.has_pose).flatten()
+            order = posed[torch.randperm(len(posed), generator=gen)]
+        else:
+            order = epoch_indices(train_set, gen, args.negatives_per_positive)
         sums: dict[str, float] = {}
         bar = tqdm(range(0, len(order), args.batch_size), desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch")
         for i in bar:
