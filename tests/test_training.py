@@ -156,3 +156,21 @@ def test_sources_read_wider_and_celeba_layouts(tmp_path):
     photos = list(celeba(folder))
     assert len(photos) == 1 and photos[0].key == "celeba/000001.jpg"
     assert photos[0].boxes.tolist() == [[170, 110, 360, 350]] and photos[0].pixels.shape == (600, 512, 3)
+
+
+def test_augmentation_keeps_labels_valid():
+    """Photometric augmentation stays in the network's input range and leaves unchosen crops alone;
+    jitter without amplitude is the identity, and a shift moves the content by the asked fraction."""
+    from training.augment import augment_crops, jitter_crops
+
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.rand(32, 3, 48, 48, generator=gen) * 255 - 127.5) / 128
+    assert augment_crops(x, gen, 0.0) is x
+    y = augment_crops(x, gen, 1.0)
+    assert y.shape == x.shape and y.abs().max() <= 127.5 / 128 + 1e-6 and not torch.allclose(x, y)
+    assert torch.allclose(jitter_crops(x, gen, 0.0, 0.0), x, atol=1e-5)
+    dot = torch.zeros(1, 3, 48, 48)
+    dot[..., 20:28, 20:28] = 1
+    moved = jitter_crops(dot.expand(64, -1, -1, -1), gen, 0.1, 0.0)
+    centres = (moved[:, 0].sum(1) * torch.arange(48)).sum(1) / moved[:, 0].sum((1, 2))  # x centre of mass
+    assert (centres - 23.5).abs().max() <= 0.1 * 48 + 0.5 and (centres - 23.5).abs().max() > 1
