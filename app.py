@@ -96,7 +96,8 @@ def build_demo(weights: str | None = None) -> gr.Blocks:
     with gr.Blocks(title="FacePose") as demo:
         gr.Markdown(
             "# FacePose\nEvery face in a photo, where it is and which way the head is turned in 3D: MTCNN's "
-            "cascade with **FPNet**, an O-Net that also regresses head rotation, distilled from WHENet. "
+            "cascade with **FPNet**: MTCNN's own O-Net (the same faces as MTCNN) plus a small pose branch "
+            "distilled from WHENet that regresses the head's rotation. "
             "Axes drawn on each face: x red, y green, z blue (out of the face)."
         )
         with gr.Row():

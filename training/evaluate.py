@@ -26,7 +26,7 @@ from facepose.image import load_image
 from facepose.rotation import matrix_to_euler, sixd_to_matrix
 from facepose.weights import WEIGHTS_DIR, load_fpnet
 
-from .aflw2000 import DEFAULT_ROOT, crop_square, hopenet_box, load_aflw2000
+from .aflw2000 import DEFAULT_ROOT, crop_square, load_aflw2000, teacher_box
 from .sources import SHARED, read_wider_boxes
 from .teacher import find_whenet_h5, flip_averaged, load_whenet
 
@@ -81,7 +81,7 @@ def evaluate_aflw2000(detector: FacePoseDetector, fpnet, teacher, root: Path, li
         with torch.inference_mode():
             out = fpnet(normalize(crops))
             crop_pred.append(matrix_to_euler(sixd_to_matrix(out.sixd.double()))[0].numpy())
-        batch_t.append(crop_square(Image.fromarray(pixels), hopenet_box(s.landmarks)))
+        batch_t.append(crop_square(Image.fromarray(pixels), teacher_box(s.landmarks)))
         if len(batch_t) == 32 or i == len(samples) - 1:
             x = torch.from_numpy(np.stack(batch_t)).permute(0, 3, 1, 2).float()
             with torch.inference_mode():
