@@ -135,10 +135,12 @@ def losses(model: FPNet, batch: Samples, args: argparse.Namespace, mirror: bool,
         x = jitter_crops(x, gen, 0.06 * args.jitter, 0.08 * args.jitter)
     if args.augment:
         x = augment_crops(x, gen, args.augment)
+    device = next(model.parameters()).device  # crops are prepared on the CPU, learned from on the device
+    x, box, marks, sixd = (t.to(device) for t in (x, box, marks, sixd))
+    kind, has_pose = batch.kind.to(device), batch.has_pose.to(device)
     out = model(x)
-    kind = batch.kind
     if args.freeze_detection:  # only the pose part learns
-        rotation = rotation_loss(out.sixd, sixd, (kind == KIND["positive"]) & batch.has_pose, args.rotation_loss)
+        rotation = rotation_loss(out.sixd, sixd, (kind == KIND["positive"]) & has_pose, args.rotation_loss)
         return {"rotation": rotation, "loss": rotation}
     is_face = kind == KIND["positive"]
     labelled = is_face | (kind == KIND["negative"]) | (kind == KIND["inside"])
@@ -159,7 +161,7 @@ def losses(model: FPNet, batch: Samples, args: argparse.Namespace, mirror: bool,
             reference = onet(x)
         box, marks, has_box = reference.box, reference.landmarks, torch.ones_like(has_box)
     total["box"] = ((out.box - box) ** 2).sum(1)[has_box].mean() if has_box.any() else out.box.sum() * 0
-    total["rotation"] = rotation_loss(out.sixd, sixd, is_face & batch.has_pose, args.rotation_loss)
+    total["rotation"] = rotation_loss(out.sixd, sixd, is_face & has_pose, args.rotation_loss)
     if args.landmark_weight:
         with_marks = torch.ones_like(is_face) if reference is not None else is_face
         total["landmarks"] = ((out.landmarks - marks) ** 2).sum(1)[with_marks].mean() if with_marks.any() else out.landmarks.sum() * 0
@@ -170,7 +172,7 @@ def losses(model: FPNet, batch: Samples, args: argparse.Namespace, mirror: bool,
             total["distill"] = clipped_logit_loss(face_logit(out.face_logits), face_logit(reference.face_logits))
         else:
             p = torch.softmax(out.face_logits, 1)[:, 1].clamp(1e-6, 1 - 1e-6)
-            target = torch.softmax(reference.face_logits, 1)[:, 1] if reference is not None else batch.onet_score.float()
+            target = torch.softmax(reference.face_logits, 1)[:, 1] if reference is not None else batch.onet_score.float().to(device)
             total["distill"] = F.binary_cross_entropy(p, target)
     weights = {"face": args.face_weight, "box": args.box_weight, "rotation": args.rotation_weight,
                "landmarks": args.landmark_weight, "distill": args.distill_weight}
@@ -185,7 +187,8 @@ def evaluate_samples(model: FPNet, samples: Samples, batch_size: int = 512) -> d
     probs, errors = [], []
     for i in range(0, len(samples), batch_size):
         b = samples.subset(torch.arange(i, min(i + batch_size, len(samples))))
-        out = model(to_input(b.crops))
+        out = model(to_input(b.crops).to(next(model.parameters()).device))
+        out = type(out)(*(t.cpu() for t in out))
         probs.append(torch.softmax(out.face_logits, 1)[:, 1])
         posed = (b.kind == KIND["positive"]) & b.has_pose
         if posed.any():
