@@ -6,7 +6,9 @@ Defaults are the thesis' recipe: Adam, learning rate 0.01 decayed x0.83 per epoc
 dropout 0.25, loss = face cross-entropy + for faces (box L2 + rotation L2 on the 6D vectors), online
 sample mining that keeps the middle 60% of each batch by face loss, weights initialised at random.
 Every part is a flag (``--init onet``, ``--rotation-loss geodesic``, ``--landmark-weight``,
-``--distill-weight`` ...). Logs to TensorBoard in ``--out``, keeps the best checkpoint by validation
+``--distill-weight`` ...). The shipped FPNet: ``--init onet --freeze-detection --pose-hidden 96
+--pose-channels 64 --jitter 2 ...`` (O-Net frozen, only a pose branch and the rotation head learn; see
+README). Logs to TensorBoard in ``--out``, keeps the best checkpoint by validation
 pose error as ``best.safetensors`` (metadata ``pose=trained``) and resumes from ``last.pt``.
 """
 from __future__ import annotations
