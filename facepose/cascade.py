@@ -16,7 +16,8 @@ from .nets import FPNet, PNet, RNet
 from .pyramid import pyramid_level, pyramid_scales
 from .rotation import matrix_to_sixd, mirror_matrix, sixd_to_matrix
 
-__all__ = ["Proposals", "Detections", "normalize", "propose", "refine", "finish", "finish_crops"]
+__all__ = ["Proposals", "Detections", "normalize", "propose", "refine", "finish", "finish_crops", "propose_and_refine",
+           "run_cascade"]
 
 STRIDE, CELL = 2, 12  # P-Net sees a 12x12 window every 2 pixels
 
@@ -135,6 +136,17 @@ def finish_crops(fpnet: FPNet, boxes: torch.Tensor, crops: torch.Tensor, thresho
     return Detections(boxes[keep], scores[keep], marks[keep], sixd_to_matrix(sixd))
 
 
+def propose_and_refine(
+    pnet: PNet, rnet: RNet, image: torch.Tensor, min_face_size: float, factor: float,
+    thresholds: tuple[float, float, float], nms_thresholds: tuple[float, float, float, float],
+) -> tuple[torch.Tensor, Proposals]:
+    """Stages 1 and 2 on one ``(1, 3, H, W)`` 0-255 image: its integral image and R-Net's proposals,
+    what the last stage crops from."""
+    proposals = propose(pnet, image, min_face_size, factor, thresholds[0], nms_thresholds[0], nms_thresholds[1])
+    ii = integral_image(image[0])
+    return ii, refine(rnet, ii, proposals, thresholds[1], nms_thresholds[2])
+
+
 def run_cascade(
     nets: tuple[PNet, RNet, FPNet], image: torch.Tensor, min_face_size: float, factor: float,
     thresholds: tuple[float, float, float], nms_thresholds: tuple[float, float, float, float],
@@ -142,7 +154,5 @@ def run_cascade(
 ) -> Detections:
     """All three stages on one ``(1, 3, H, W)`` 0-255 image."""
     pnet, rnet, fpnet = nets
-    proposals = propose(pnet, image, min_face_size, factor, thresholds[0], nms_thresholds[0], nms_thresholds[1])
-    ii = integral_image(image[0])
-    proposals = refine(rnet, ii, proposals, thresholds[1], nms_thresholds[2])
+    ii, proposals = propose_and_refine(pnet, rnet, image, min_face_size, factor, thresholds, nms_thresholds)
     return finish(fpnet, ii, proposals, thresholds[2], nms_thresholds[3], flip_pose)

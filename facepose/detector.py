@@ -12,7 +12,10 @@ from .image import DEFAULT_MAX_PIXELS, ImageInput, load_image
 from .rotation import matrix_to_euler
 from .weights import WEIGHTS_DIR, load_fpnet, load_pnet, load_rnet
 
-__all__ = ["Face", "FacePoseDetector"]
+__all__ = ["Face", "FacePoseDetector", "SETTINGS"]
+
+# what a detector holds besides its networks: replace() changes these, config() and save_pretrained write them
+SETTINGS = ("min_face_size", "thresholds", "nms_thresholds", "factor", "max_pixels", "flip_pose")
 
 
 @dataclass
@@ -98,10 +101,9 @@ class FacePoseDetector:
     def replace(self, **settings) -> "FacePoseDetector":
         """A copy with other ``min_face_size``, ``thresholds``, ``nms_thresholds``, ``factor``, ``max_pixels`` or ``flip_pose``,
         sharing this detector's networks (cheap; safe to use from several threads, inference only reads them)."""
-        allowed = {"min_face_size", "thresholds", "nms_thresholds", "factor", "max_pixels", "flip_pose"}
-        unknown = set(settings) - allowed
+        unknown = set(settings) - set(SETTINGS)
         if unknown:
-            raise TypeError(f"replace() takes only {sorted(allowed)}, not {sorted(unknown)}")
+            raise TypeError(f"replace() takes only {sorted(SETTINGS)}, not {sorted(unknown)}")
         twin = copy.copy(self)
         for name, value in settings.items():
             setattr(twin, name, tuple(value) if name.endswith("thresholds") else value)
@@ -109,9 +111,7 @@ class FacePoseDetector:
 
     def config(self) -> dict:
         """The detector's settings, as ``save_pretrained`` writes them to ``config.json``."""
-        return {"min_face_size": self.min_face_size, "thresholds": list(self.thresholds),
-                "nms_thresholds": list(self.nms_thresholds), "factor": self.factor, "max_pixels": self.max_pixels,
-                "flip_pose": self.flip_pose}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in ((k, getattr(self, k)) for k in SETTINGS)}
 
     @classmethod
     def from_pretrained(cls, repo_id_or_dir: str | Path, device: str = "cpu", **overrides) -> "FacePoseDetector":

@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 from . import __version__
+from .detector import SETTINGS
 from .weights import save_net
 
 __all__ = ["load_pretrained", "save_pretrained", "push_to_hub", "HubError"]
@@ -53,7 +54,7 @@ def load_pretrained(cls, repo_id_or_dir: str | Path, device: str = "cpu", **over
     if missing:
         raise HubError(f"{folder} lacks {', '.join(missing)}: not a FacePose model folder")
     config = json.loads((folder / "config.json").read_text())
-    kwargs = {k: config[k] for k in ("min_face_size", "thresholds", "nms_thresholds", "factor", "max_pixels", "flip_pose") if k in config}
+    kwargs = {k: config[k] for k in SETTINGS if k in config}
     kwargs.update(overrides)
     return cls(weights_dir=folder, device=device, **kwargs)
 

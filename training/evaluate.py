@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from facepose import FacePoseDetector
 from facepose.boxes import box_overlap, square
-from facepose.cascade import finish_crops, normalize, propose, refine
+from facepose.cascade import finish_crops, normalize, propose_and_refine
 from facepose.crops import cut_crops, integral_image
 from facepose.image import load_image
 from facepose.rotation import matrix_to_euler, sixd_to_matrix
@@ -155,10 +155,8 @@ def wider_crops(detector: FacePoseDetector, root: Path, limit: int | None, min_f
         small = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) < min_face
         truth[i] = (boxes, invalid | small)
         image = torch.from_numpy(load_image(root / "images" / name)).permute(2, 0, 1)[None].float()
-        t = detector.thresholds
-        found = propose(pnet, image, detector.min_face_size, detector.factor, t[0], *detector.nms_thresholds[:2])
-        ii = integral_image(image[0])
-        found = refine(rnet, ii, found, t[1], detector.nms_thresholds[2])
+        ii, found = propose_and_refine(pnet, rnet, image, detector.min_face_size, detector.factor,
+                                       detector.thresholds, detector.nms_thresholds)
         crops, valid = cut_crops(ii, found.boxes, 48)
         proposals.append((found.boxes[valid], normalize(crops).to(torch.float16)))  # half the memory
     return WiderCrops(proposals, truth)
