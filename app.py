@@ -47,7 +47,7 @@ class Demo:
 
     def detector(self, min_face_size: float, threshold: float) -> FacePoseDetector:
         """A detector with this request's settings, sharing the networks."""
-        t = self.base.thresholds
+        t = self.base.config.thresholds
         return self.base.replace(min_face_size=float(min_face_size), thresholds=(t[0], t[1], float(threshold)))
 
     def run(self, image, min_face_size: float, threshold: float, landmarks: bool):
@@ -69,7 +69,8 @@ class Demo:
         path = Path(tempfile.mkdtemp(prefix="facepose_")) / "detections.json"
         path.write_text(json.dumps(report, indent=1))
         if not faces:
-            status = f"**No face found** ({pixels.shape[1]}x{pixels.shape[0]} px, {ms:.0f} ms). Try a smaller minimum face size or a lower threshold."
+            status = (f"**No face found** ({pixels.shape[1]}x{pixels.shape[0]} px, {ms:.0f} ms). "
+                      "Try a smaller minimum face size or a lower threshold.")
         else:
             status = f"**{len(faces)} face{'s' if len(faces) > 1 else ''}** in {ms:.0f} ms ({pixels.shape[1]}x{pixels.shape[0]} px)."
             if not det.pose_available:

@@ -11,8 +11,6 @@ Needs ``pip install --no-deps facenet-pytorch==2.6.0``.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,26 +19,17 @@ from PIL import Image
 
 from facepose import FacePoseDetector, load_image
 from facepose.weights import WEIGHTS_DIR
+from training.paths import PHOTOS
 
 from .reference_mtcnn import facenet_mtcnn
+from .timing import seconds_per_input
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 
 
-def timed(fn, inputs, repeats: int) -> float:
-    """Median over ``repeats`` of the mean seconds per input."""
-    runs = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for x in inputs:
-            fn(x)
-        runs.append((time.perf_counter() - start) / len(inputs))
-    return statistics.median(runs)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--photos", type=Path, default=Path(__file__).resolve().parents[1] / "../shared/data/photos")
+    parser.add_argument("--photos", type=Path, default=PHOTOS)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sizes", nargs="+", default=["640x480", "1280x960"])
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -63,13 +52,9 @@ def main(argv: list[str] | None = None) -> None:
         arrays = [np.asarray(im.resize((w, h), Image.BILINEAR)) for im in originals]
         pils = [Image.fromarray(a) for a in arrays]
         with torch.inference_mode():
-            for a, p in zip(arrays[:3], pils[:3]):  # warm-up
-                reference.detect(p)
-                for det in ours.values():
-                    det.detect(a)
-            t_ref = timed(reference.detect, pils, args.repeats)
-        t_onet = timed(ours["O-Net"].detect, arrays, args.repeats)
-        t_fp = timed(ours["FPNet"].detect, arrays, args.repeats)
+            t_ref = seconds_per_input(reference.detect, pils, args.repeats, warmup=3)
+        t_onet = seconds_per_input(ours["O-Net"].detect, arrays, args.repeats, warmup=3)
+        t_fp = seconds_per_input(ours["FPNet"].detect, arrays, args.repeats, warmup=3)
         print(f"{size:>10} {t_ref:14.4f} {t_onet:11.4f} {t_fp:11.4f} {t_onet / t_ref:12.2f} {t_fp / t_ref:12.2f}")
 
 

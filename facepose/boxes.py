@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["box_area", "box_overlap", "nms", "batched_nms", "apply_offsets", "square"]
+__all__ = ["box_area", "box_overlap", "nms", "apply_offsets", "square"]
 
 
 def box_area(boxes: torch.Tensor, plus_one: bool = False) -> torch.Tensor:
@@ -73,21 +73,6 @@ def nms(
         kept.append(idx[keep])
         kept_boxes = torch.cat((kept_boxes, cand[keep]))
     return order[torch.cat(kept)] if kept else order[:0]
-
-
-def batched_nms(
-    boxes: torch.Tensor,
-    scores: torch.Tensor,
-    groups: torch.Tensor,
-    threshold: float,
-    mode: str = "union",
-    plus_one: bool = False,
-) -> torch.Tensor:
-    """NMS independently within each group (e.g. image of a batch): boxes are shifted apart by group."""
-    if boxes.numel() == 0:
-        return torch.empty(0, dtype=torch.int64, device=boxes.device)
-    offsets = groups.to(boxes) * (boxes.max() + 2)
-    return nms(boxes + offsets[:, None], scores, threshold, mode, plus_one)
 
 
 def apply_offsets(boxes: torch.Tensor, offsets: torch.Tensor, plus_one: bool = True) -> torch.Tensor:

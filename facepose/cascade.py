@@ -11,8 +11,9 @@ from dataclasses import dataclass
 import torch
 
 from .boxes import apply_offsets, nms, square
+from .config import DetectorConfig
 from .crops import cut_crops, integral_image
-from .nets import FPNet, PNet, RNet
+from .nets import CascadeNets, ONet, PNet, RNet, face_probability
 from .pyramid import pyramid_level, pyramid_scales
 from .rotation import matrix_to_sixd, mirror_matrix, sixd_to_matrix
 
@@ -23,8 +24,8 @@ STRIDE, CELL = 2, 12  # P-Net sees a 12x12 window every 2 pixels
 
 
 def normalize(pixels: torch.Tensor) -> torch.Tensor:
-    """0-255 RGB -> MTCNN's input range, ``(x - 127.5) / 128``, in place."""
-    return pixels.sub_(127.5).mul_(0.0078125)
+    """0-255 RGB -> MTCNN's input range, ``(x - 127.5) / 128``, as a new tensor (any shape)."""
+    return (pixels - 127.5) * 0.0078125
 
 
 @dataclass
@@ -98,7 +99,7 @@ def refine(rnet: RNet, ii: torch.Tensor, proposals: Proposals, threshold: float,
     return Proposals(square(apply_offsets(boxes[keep], offsets[keep])), scores[keep])
 
 
-def finish(fpnet: FPNet, ii: torch.Tensor, proposals: Proposals, threshold: float, nms_threshold: float = 0.7,
+def finish(fpnet: ONet, ii: torch.Tensor, proposals: Proposals, threshold: float, nms_threshold: float = 0.7,
            flip_pose: bool = False) -> Detections:
     """Stage 3: FPNet (or O-Net) on 48x48 crops: face score, box regression, landmarks, rotation;
     then NMS by overlap over the smaller box (see ``finish_crops``)."""
@@ -108,19 +109,19 @@ def finish(fpnet: FPNet, ii: torch.Tensor, proposals: Proposals, threshold: floa
     return finish_crops(fpnet, proposals.boxes[valid], crops, threshold, nms_threshold, flip_pose)
 
 
-def finish_crops(fpnet: FPNet, boxes: torch.Tensor, crops: torch.Tensor, threshold: float,
+def finish_crops(fpnet: ONet, boxes: torch.Tensor, crops: torch.Tensor, threshold: float,
                  nms_threshold: float = 0.7, flip_pose: bool = False) -> Detections:
     """Stage 3 on crops already cut: ``boxes (N, 4)`` and their normalised ``(N, 3, 48, 48)`` crops.
     ``finish`` cuts them; evaluation reuses one set of crops for several last stages.
 
     ``flip_pose``: the rotation of each kept face is averaged with the mirrored rotation FPNet finds
     in the mirrored crop (one more FPNet pass over the kept faces only)."""
-    n_rot = 3 if fpnet.rotation is not None else 0
+    n_rot = 3 if fpnet.has_rotation else 0
     if len(boxes) == 0:
         z = crops.new_zeros(0)
         return Detections(z.reshape(0, 4), z, z.reshape(0, 5, 2), z.reshape(0, n_rot, n_rot))
     out = fpnet(crops)
-    scores = torch.softmax(out.face_logits, dim=1)[:, 1]
+    scores = face_probability(out.face_logits)
     passed = scores > threshold
     boxes, scores = boxes[passed], scores[passed]
     size = (boxes[:, 2:] - boxes[:, :2] + 1)[:, None, :]
@@ -137,22 +138,21 @@ def finish_crops(fpnet: FPNet, boxes: torch.Tensor, crops: torch.Tensor, thresho
 
 
 def propose_and_refine(
-    pnet: PNet, rnet: RNet, image: torch.Tensor, min_face_size: float, factor: float,
-    thresholds: tuple[float, float, float], nms_thresholds: tuple[float, float, float, float],
+    pnet: PNet, rnet: RNet, image: torch.Tensor, config: DetectorConfig,
 ) -> tuple[torch.Tensor, Proposals]:
-    """Stages 1 and 2 on one ``(1, 3, H, W)`` 0-255 image: its integral image and R-Net's proposals,
-    what the last stage crops from."""
-    proposals = propose(pnet, image, min_face_size, factor, thresholds[0], nms_thresholds[0], nms_thresholds[1])
+    """Stages 1 and 2 on one ``(1, 3, H, W)`` 0-255 image with ``config``'s minimum face size, pyramid
+    factor and the first two thresholds and NMS thresholds: the image's integral image and R-Net's
+    proposals, what the last stage crops from."""
+    t, n = config.thresholds, config.nms_thresholds
+    proposals = propose(pnet, image, config.min_face_size, config.factor, t[0], n[0], n[1])
     ii = integral_image(image[0])
-    return ii, refine(rnet, ii, proposals, thresholds[1], nms_thresholds[2])
+    return ii, refine(rnet, ii, proposals, t[1], n[2])
 
 
-def run_cascade(
-    nets: tuple[PNet, RNet, FPNet], image: torch.Tensor, min_face_size: float, factor: float,
-    thresholds: tuple[float, float, float], nms_thresholds: tuple[float, float, float, float],
-    flip_pose: bool = False,
-) -> Detections:
-    """All three stages on one ``(1, 3, H, W)`` 0-255 image."""
-    pnet, rnet, fpnet = nets
-    ii, proposals = propose_and_refine(pnet, rnet, image, min_face_size, factor, thresholds, nms_thresholds)
-    return finish(fpnet, ii, proposals, thresholds[2], nms_thresholds[3], flip_pose)
+def run_cascade(nets: CascadeNets, image: torch.Tensor, config: DetectorConfig,
+                flip_pose: bool | None = None) -> Detections:
+    """All three stages on one ``(1, 3, H, W)`` 0-255 image; ``flip_pose`` (default: the config's) turns
+    flip averaging of the rotation on or off."""
+    ii, proposals = propose_and_refine(nets.pnet, nets.rnet, image, config)
+    flip = config.flip_pose if flip_pose is None else flip_pose
+    return finish(nets.fpnet, ii, proposals, config.thresholds[2], config.nms_thresholds[3], flip)

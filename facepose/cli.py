@@ -67,7 +67,7 @@ def detect_files(
     for path, out in tqdm(list(zip(inputs, outputs)), desc="detecting", unit="img", disable=not progress):
         name = str(path.name if src.is_file() else path.relative_to(src))
         try:
-            pixels = load_image(path, detector.max_pixels)
+            pixels = load_image(path, detector.config.max_pixels)
         except ImageError as e:
             errors.append({"file": name, "error": str(e)})
             continue

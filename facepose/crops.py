@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["integral_image", "crop_windows", "crop_resize", "cut_crops"]
+__all__ = ["integral_image", "crop_windows", "crop_resize", "cut_crops", "crops_to_uint8"]
 
 
 def integral_image(image: torch.Tensor) -> torch.Tensor:
@@ -81,3 +81,8 @@ def cut_crops(ii: torch.Tensor, boxes: torch.Tensor, size: int) -> tuple[torch.T
     if not valid.any():
         return torch.zeros(0, 3, size, size, device=ii.device), valid
     return crop_resize(ii, windows[valid], size), valid
+
+
+def crops_to_uint8(crops: torch.Tensor) -> torch.Tensor:
+    """``(N, 3, S, S)`` float 0-255 crops -> ``(N, S, S, 3)`` uint8, rounded: how crops are stored."""
+    return crops.round().clamp(0, 255).byte().permute(0, 2, 3, 1)

@@ -1,7 +1,7 @@
 """Drawing detections: box, score, landmarks, and the head's three axes projected into the image."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont

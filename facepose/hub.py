@@ -1,33 +1,42 @@
 """Saving and loading detectors as folders of safetensors plus ``config.json``, locally or on the Hugging
-Face Hub (``huggingface_hub`` is needed for the Hub only)."""
+Face Hub (``huggingface_hub`` is needed for the Hub only).
+
+A folder holds one ``NAME.safetensors`` per network of ``CascadeNets`` (``pnet``, ``rnet``, ``fpnet``) and
+``config.json`` with the ``DetectorConfig`` fields. ``FacePoseDetector.save_pretrained`` and
+``from_pretrained`` call these functions.
+"""
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from . import __version__
-from .detector import SETTINGS
+from .config import DetectorConfig
+from .nets import CascadeNets
 from .weights import save_net
 
-__all__ = ["load_pretrained", "save_pretrained", "push_to_hub", "HubError"]
+__all__ = ["NETWORK_FILES", "CONFIG_FILE", "HubError", "save_pretrained", "resolve", "read_config", "push_to_hub"]
 
-FILES = ("pnet.safetensors", "rnet.safetensors", "fpnet.safetensors", "config.json")
+NETWORK_FILES = {name: f"{name}.safetensors" for name in CascadeNets._fields}
+CONFIG_FILE = "config.json"
 
 
 class HubError(RuntimeError):
     """A pretrained detector could not be found or fetched; the message says why."""
 
 
-def save_pretrained(detector, folder: str | Path) -> Path:
+def save_pretrained(folder: str | Path, nets: CascadeNets, config: DetectorConfig, pose_available: bool) -> Path:
+    """Write each network of ``nets`` to ``folder/NAME.safetensors`` and ``config`` to ``config.json``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    pose = "trained" if detector.pose_available else "untrained"
-    for name, net in zip(FILES, detector.nets):
-        save_net(net, folder / name, {"pose": pose} if name.startswith("fpnet") else None)
-    config = {"facepose_version": __version__, "pose_available": detector.pose_available, **detector.config()}
-    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    for name, net in nets._asdict().items():
+        meta = {"pose": "trained" if pose_available else "untrained"} if name == "fpnet" else None
+        save_net(net, folder / NETWORK_FILES[name], meta)
+    data = {"facepose_version": __version__, "pose_available": pose_available, **config.to_dict()}
+    (folder / CONFIG_FILE).write_text(json.dumps(data, indent=2) + "\n")
     return folder
 
 
@@ -38,29 +47,38 @@ def _fetch(repo_id: str) -> Path:
         raise HubError(f"'{repo_id}' is not a local folder, and loading from the Hub needs: pip install huggingface_hub") from None
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=list(FILES)))
+        return Path(snapshot_download(repo_id, allow_patterns=[*NETWORK_FILES.values(), CONFIG_FILE]))
     except Exception as e:  # offline mode, no network, unknown repo, missing token
         why = "HF_HUB_OFFLINE is set and it is not in the local Hub cache" if offline else f"{type(e).__name__}: {e}"
         raise HubError(f"cannot load '{repo_id}': no such local folder, and the Hub download failed ({why})") from None
 
 
-def load_pretrained(cls, repo_id_or_dir: str | Path, device: str = "cpu", **overrides):
+def resolve(repo_id_or_dir: str | Path) -> Path:
+    """The local folder of a saved detector: ``repo_id_or_dir`` itself, or a Hub repo "owner/name" fetched
+    into the Hub cache. Raises ``HubError`` when it is neither, or lacks a file."""
     folder = Path(repo_id_or_dir)
     if not folder.is_dir():
         if str(repo_id_or_dir).count("/") != 1 or str(repo_id_or_dir).startswith((".", "/")):
             raise HubError(f"'{repo_id_or_dir}' is neither a folder nor a Hub repo id of the form 'owner/name'")
         folder = _fetch(str(repo_id_or_dir))
-    missing = [f for f in FILES if not (folder / f).is_file()]
+    missing = [f for f in (*NETWORK_FILES.values(), CONFIG_FILE) if not (folder / f).is_file()]
     if missing:
         raise HubError(f"{folder} lacks {', '.join(missing)}: not a FacePose model folder")
-    config = json.loads((folder / "config.json").read_text())
-    kwargs = {k: config[k] for k in SETTINGS if k in config}
-    kwargs.update(overrides)
-    return cls(weights_dir=folder, device=device, **kwargs)
+    return folder
 
 
-def push_to_hub(detector, repo_id: str, private: bool = False, token: str | None = None,
+def read_config(folder: str | Path) -> DetectorConfig:
+    """The ``DetectorConfig`` saved in ``folder/config.json`` (validated)."""
+    path = Path(folder) / CONFIG_FILE
+    try:
+        return DetectorConfig.from_dict(json.loads(path.read_text()))
+    except (json.JSONDecodeError, TypeError, ValueError, AttributeError) as e:
+        raise HubError(f"{path} is not a valid FacePose config ({e})") from None
+
+
+def push_to_hub(save: Callable[[Path], Path], repo_id: str, private: bool = False, token: str | None = None,
                 commit_message: str = "Upload FacePose detector") -> str:
+    """Call ``save(folder)`` on a temporary folder and upload it to the Hub model repo ``repo_id``."""
     try:
         from huggingface_hub import HfApi
     except ImportError:
@@ -68,6 +86,6 @@ def push_to_hub(detector, repo_id: str, private: bool = False, token: str | None
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        save_pretrained(detector, tmp)
+        save(Path(tmp))
         info = api.upload_folder(folder_path=tmp, repo_id=repo_id, commit_message=commit_message)
     return str(info)

@@ -16,7 +16,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 __all__ = ["ImageError", "ImageInput", "DEFAULT_MAX_PIXELS", "load_image", "to_rgb_array"]
 
-ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]
+ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]  # noqa: UP007 (a runtime alias on Python 3.10)
 DEFAULT_MAX_PIXELS = 80_000_000  # 80 MP: larger than any camera photo, far below a decompression bomb
 
 

@@ -1,17 +1,26 @@
 """The cascade's three networks as plain ``nn.Module``s: P-Net, R-Net and FPNet.
 
 Inputs are RGB crops normalised as MTCNN expects: ``(pixel - 127.5) / 128``, shape ``(N, 3, H, W)``.
-P-Net and R-Net are MTCNN's (Zhang et al. 2016) in the layout of facenet-pytorch. FPNet is O-Net's
-trunk with a fourth head that regresses the head's rotation in the 6D representation.
+P-Net, R-Net and O-Net are MTCNN's (Zhang et al. 2016) in the layout of facenet-pytorch. FPNet, the
+last stage that also tells the head's rotation (6D representation, see ``rotation.sixd_to_matrix``),
+comes in two architectures, one class each:
+
+- ``FPNet``: the thesis' network, O-Net whose last layer also outputs the 6 rotation numbers;
+- ``FPNetBranch``: the shipped one, O-Net unchanged plus a small pose branch that only the rotation
+  head reads, so it can be trained with O-Net frozen (detection stays MTCNN's bit for bit).
+
+``ARCHITECTURES`` names them; ``create_last_stage`` builds one from its name and sizes, as recorded in
+a weights file's metadata.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
-__all__ = ["PNet", "RNet", "FPNet", "FPNetOutput"]
+__all__ = ["PNet", "RNet", "ONet", "FPNet", "FPNetBranch", "FPNetOutput", "CascadeNets", "ARCHITECTURES",
+           "create_last_stage", "face_probability", "reset_rotation_head"]
 
 
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
@@ -30,6 +39,8 @@ class PNet(nn.Module):
     ``forward(x: (N, 3, H, W)) -> (face_prob (N, H', W'), box_offsets (N, 4, H', W'))`` with
     ``H' = ceil((H - 2) / 2) - 4``.
     """
+
+    arch = "pnet"
 
     def __init__(self) -> None:
         super().__init__()
@@ -55,6 +66,8 @@ class RNet(nn.Module):
     ``forward(x: (N, 3, 24, 24)) -> (face_prob (N,), box_offsets (N, 4))``.
     """
 
+    arch = "rnet"
+
     def __init__(self) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, 28, kernel_size=3)
@@ -79,29 +92,29 @@ class RNet(nn.Module):
 
 
 class FPNetOutput(NamedTuple):
-    """FPNet's four heads for ``N`` crops."""
+    """The last stage's four heads for ``N`` crops."""
 
     face_logits: torch.Tensor  # (N, 2) non-face / face logits
     box: torch.Tensor  # (N, 4) offsets of x1, y1, x2, y2 in units of the crop's size
     landmarks: torch.Tensor  # (N, 10) five x in [0, 1] then five y, relative to the crop
-    sixd: torch.Tensor  # (N, 6) rotation in the 6D representation (see rotation.sixd_to_matrix)
+    sixd: torch.Tensor  # (N, 6) rotation in the 6D representation, (N, 0) for plain O-Net
 
 
-class FPNet(nn.Module):
-    """O-Net's trunk (conv 32-64-64-128, dense 256, PReLU) with four heads on 48x48 crops.
+def face_probability(face_logits: torch.Tensor) -> torch.Tensor:
+    """``(N, 2)`` non-face / face logits -> ``(N,)`` probability of "face"."""
+    return torch.softmax(face_logits, dim=1)[:, 1]
 
-    Dropout sits before the heads (active in training only). With ``pose_head=False`` the module is
-    exactly MTCNN's O-Net (``sixd`` is then an empty ``(N, 0)`` tensor).
 
-    ``pose_hidden > 0`` adds a pose branch read by the rotation head only, next to the 256 shared units:
-    ``pose_hidden`` dense units (PReLU) on the 1152 features of conv4, or with ``pose_channels > 0`` on
-    a 2x2 convolution of its own (``pose_channels`` maps of 3x3) over the third pooling's 64x4x4 maps.
-    Trained with the O-Net part frozen (``training.train --freeze-detection``), face score, box and
-    landmarks stay O-Net's exactly and the branch gives the rotation head capacity of its own.
+class ONet(nn.Module):
+    """MTCNN's output network on 48x48 crops: conv 32-64-64-128, dense 256, PReLU, and the score, box
+    and landmark heads. Dropout sits before the heads (active in training only).
+
+    ``forward(x: (N, 3, 48, 48)) -> FPNetOutput`` with an empty ``(N, 0)`` ``sixd``.
     """
 
-    def __init__(self, dropout: float = 0.25, pose_head: bool = True, pose_hidden: int = 0,
-                 pose_channels: int = 0) -> None:
+    arch = "onet"
+
+    def __init__(self, dropout: float = 0.25) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, 32, kernel_size=3)
         self.prelu1 = nn.PReLU(32)
@@ -120,16 +133,15 @@ class FPNet(nn.Module):
         self.score = nn.Linear(256, 2)
         self.box = nn.Linear(256, 4)
         self.landmarks = nn.Linear(256, 10)
-        self.pose_hidden = pose_hidden if pose_head else 0
-        self.pose_channels = pose_channels if self.pose_hidden else 0
-        self.pose_conv = nn.Conv2d(64, self.pose_channels, kernel_size=2) if self.pose_channels else None
-        self.pose_conv_prelu = nn.PReLU(self.pose_channels) if self.pose_channels else None
-        branch_in = 9 * self.pose_channels if self.pose_channels else 1152
-        self.pose_dense = nn.Linear(branch_in, self.pose_hidden) if self.pose_hidden else None
-        self.pose_prelu = nn.PReLU(self.pose_hidden) if self.pose_hidden else None
-        self.rotation = nn.Linear(256 + self.pose_hidden, 6) if pose_head else None
-        if self.rotation is not None:
-            reset_rotation_head(self.rotation)
+
+    @property
+    def has_rotation(self) -> bool:
+        """Whether this network outputs a rotation."""
+        return False
+
+    def sizes(self) -> dict[str, int]:
+        """The architecture's sizes, as ``create_last_stage`` takes them (recorded in weights files)."""
+        return {}
 
     def _pooled3(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, 3, 48, 48) -> (N, 64, 4, 4)``: the first three convolutions and poolings."""
@@ -137,28 +149,100 @@ class FPNet(nn.Module):
         x = self.pool2(self.prelu2(self.conv2(x)))
         return self.pool3(self.prelu3(self.conv3(x)))
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, 3, 48, 48) -> (N, 256)``: the shared trunk."""
-        return self.prelu5(self.dense5(_caffe_flatten(self.prelu4(self.conv4(self._pooled3(x))))))
+    def _trunk(self, p3: torch.Tensor) -> torch.Tensor:
+        """``(N, 64, 4, 4) -> (N, 256)``: conv4 and the dense layer, dropout applied."""
+        return self.dropout(self.prelu5(self.dense5(_caffe_flatten(self.prelu4(self.conv4(p3))))))
+
+    def _heads(self, f: torch.Tensor, sixd: torch.Tensor) -> FPNetOutput:
+        return FPNetOutput(self.score(f), self.box(f), self.landmarks(f), sixd)
+
+    def forward(self, x: torch.Tensor) -> FPNetOutput:
+        f = self._trunk(self._pooled3(x))
+        return self._heads(f, f.new_zeros(f.shape[0], 0))
+
+    def detection_parameters(self) -> list[nn.Parameter]:
+        """O-Net's own parameters: everything but what a rotation needs."""
+        return [p for name, p in self.named_parameters() if not name.startswith(("rotation.", "pose_"))]
+
+
+class FPNet(ONet):
+    """The thesis' FPNet: O-Net whose last layer also outputs the rotation, 6 numbers read from the
+    same 256 units as the score, box and landmarks.
+
+    ``forward(x: (N, 3, 48, 48)) -> FPNetOutput`` with ``sixd (N, 6)``.
+    """
+
+    arch = "fpnet"
+
+    def __init__(self, dropout: float = 0.25) -> None:
+        super().__init__(dropout)
+        self.rotation = nn.Linear(256, 6)
+        reset_rotation_head(self.rotation)
+
+    @property
+    def has_rotation(self) -> bool:
+        return True
+
+    def forward(self, x: torch.Tensor) -> FPNetOutput:
+        f = self._trunk(self._pooled3(x))
+        return self._heads(f, self.rotation(f))
+
+
+class FPNetBranch(ONet):
+    """The shipped FPNet: O-Net unchanged plus a pose branch read by the rotation head only.
+
+    The branch is a 2x2 convolution of its own (``pose_channels`` maps of 3x3) over the third pooling's
+    64x4x4 maps, then ``pose_hidden`` dense units (PReLU). The rotation head reads those units and
+    O-Net's 256. Trained with the O-Net part frozen, face score, box and landmarks stay O-Net's exactly.
+
+    ``forward(x: (N, 3, 48, 48)) -> FPNetOutput`` with ``sixd (N, 6)``.
+    """
+
+    arch = "fpnet_branch"
+
+    def __init__(self, pose_channels: int = 64, pose_hidden: int = 96, dropout: float = 0.25) -> None:
+        super().__init__(dropout)
+        if pose_channels < 1 or pose_hidden < 1:
+            raise ValueError(f"the pose branch needs at least one map and unit, got {pose_channels}, {pose_hidden}")
+        self.pose_channels, self.pose_hidden = int(pose_channels), int(pose_hidden)
+        self.pose_conv = nn.Conv2d(64, pose_channels, kernel_size=2)
+        self.pose_conv_prelu = nn.PReLU(pose_channels)
+        self.pose_dense = nn.Linear(9 * pose_channels, pose_hidden)
+        self.pose_prelu = nn.PReLU(pose_hidden)
+        self.rotation = nn.Linear(256 + pose_hidden, 6)
+        reset_rotation_head(self.rotation)
+
+    @property
+    def has_rotation(self) -> bool:
+        return True
+
+    def sizes(self) -> dict[str, int]:
+        return {"pose_channels": self.pose_channels, "pose_hidden": self.pose_hidden}
 
     def forward(self, x: torch.Tensor) -> FPNetOutput:
         p3 = self._pooled3(x)
-        c = _caffe_flatten(self.prelu4(self.conv4(p3)))
-        f = self.dropout(self.prelu5(self.dense5(c)))
-        if self.rotation is None:
-            sixd = f.new_zeros(f.shape[0], 0)
-        elif self.pose_dense is None:
-            sixd = self.rotation(f)
-        else:
-            if self.pose_conv is not None:
-                c = _caffe_flatten(self.pose_conv_prelu(self.pose_conv(p3)))
-            sixd = self.rotation(torch.cat((f, self.dropout(self.pose_prelu(self.pose_dense(c)))), dim=1))
-        return FPNetOutput(self.score(f), self.box(f), self.landmarks(f), sixd)
+        f = self._trunk(p3)
+        branch = self.pose_dense(_caffe_flatten(self.pose_conv_prelu(self.pose_conv(p3))))
+        sixd = self.rotation(torch.cat((f, self.dropout(self.pose_prelu(branch))), dim=1))
+        return self._heads(f, sixd)
 
-    def detection_parameters(self) -> list[nn.Parameter]:
-        """O-Net's parameters: everything but the rotation head and the pose branch."""
-        pose = {"rotation", "pose_dense", "pose_prelu", "pose_conv", "pose_conv_prelu"}
-        return [p for name, p in self.named_parameters() if name.split(".")[0] not in pose]
+
+ARCHITECTURES: dict[str, type[ONet]] = {cls.arch: cls for cls in (ONet, FPNet, FPNetBranch)}
+
+
+def create_last_stage(arch: str, dropout: float = 0.25, **sizes: Any) -> ONet:
+    """The last-stage network named ``arch`` ("onet", "fpnet" or "fpnet_branch") with ``sizes``."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown last-stage architecture {arch!r}; known: {sorted(ARCHITECTURES)}")
+    return ARCHITECTURES[arch](dropout=dropout, **sizes)
+
+
+class CascadeNets(NamedTuple):
+    """The cascade's three networks, by name."""
+
+    pnet: PNet
+    rnet: RNet
+    fpnet: ONet
 
 
 def reset_rotation_head(layer: nn.Linear) -> None:

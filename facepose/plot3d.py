@@ -1,7 +1,7 @@
 """An interactive Plotly 3D view of each face's rotation basis."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -37,6 +37,13 @@ def sixd_to_matrix(sixd: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
         sixd: ``(..., 6)``, two 3D vectors ``a1 = sixd[..., :3]`` and ``a2 = sixd[..., 3:]``.
     Returns:
         ``(..., 3, 3)`` with columns ``b1 = a1/|a1|``, ``b3 = (b1 x a2)/|b1 x a2|``, ``b2 = b3 x b1``.
+
+    Example: the identity's 6D vector, scaled and with ``a2`` not orthogonal to ``a1``, still gives ``I``:
+
+    >>> sixd_to_matrix(torch.tensor([2.0, 0.0, 0.0, 0.5, 3.0, 0.0]))
+    tensor([[1., 0., 0.],
+            [0., 1., 0.],
+            [0., 0., 1.]])
     """
     a1, a2 = sixd[..., :3], sixd[..., 3:6]
     b1 = a1 / a1.norm(dim=-1, keepdim=True).clamp_min(eps)
@@ -53,6 +60,10 @@ def matrix_to_sixd(rotation: torch.Tensor) -> torch.Tensor:
         rotation: ``(..., 3, 3)``.
     Returns:
         ``(..., 6)``: column 0 then column 1, so that ``sixd_to_matrix`` inverts it exactly.
+
+    >>> r = euler_to_matrix(torch.tensor(30.0), torch.tensor(-20.0), torch.tensor(10.0))
+    >>> torch.allclose(sixd_to_matrix(matrix_to_sixd(r)), r, atol=1e-6)
+    True
     """
     return torch.cat((rotation[..., :, 0], rotation[..., :, 1]), dim=-1)
 
@@ -77,6 +88,14 @@ def euler_to_matrix(yaw: torch.Tensor, pitch: torch.Tensor, roll: torch.Tensor) 
         yaw, pitch, roll: ``(...)`` tensors (broadcastable), degrees.
     Returns:
         ``(..., 3, 3)``: ``Rx(-pitch) @ Ry(-yaw) @ Rz(-roll)``.
+
+    A head turned 90 degrees toward the image's left (yaw 90) faces the camera's -x direction: its z
+    axis (out of the face, the third column) points to the image's left.
+
+    >>> (euler_to_matrix(torch.tensor(90.0), torch.tensor(0.0), torch.tensor(0.0))[:, 2].round(decimals=6) + 0.0).tolist()
+    [-1.0, 0.0, 0.0]
+    >>> euler_to_matrix(torch.tensor(0.0), torch.tensor(30.0), torch.tensor(0.0))[:, 2].round(decimals=3)  # looks up
+    tensor([0.0000, 0.5000, 0.8660])
     """
     yaw, pitch, roll = torch.broadcast_tensors(*(torch.as_tensor(a) for a in (yaw, pitch, roll)))
     if not yaw.is_floating_point():
@@ -93,6 +112,11 @@ def matrix_to_euler(rotation: torch.Tensor) -> torch.Tensor:
     Returns:
         ``(..., 3)`` as ``(yaw, pitch, roll)``; exact for ``|yaw| < 90``, the gimbal-lock
         branch (``|yaw| = 90``) puts all in-plane rotation into roll.
+
+    >>> angles = torch.tensor([[30.0, -20.0, 10.0], [-75.0, 40.0, -60.0]], dtype=torch.float64)
+    >>> matrix_to_euler(euler_to_matrix(*angles.T)).round(decimals=6)
+    tensor([[ 30., -20.,  10.],
+            [-75.,  40., -60.]], dtype=torch.float64)
     """
     r = rotation
     cos_yaw = torch.hypot(r[..., 1, 2], r[..., 2, 2])
@@ -113,6 +137,11 @@ def geodesic_distance(r1: torch.Tensor, r2: torch.Tensor, eps: float = 1e-7) -> 
         r1, r2: ``(..., 3, 3)``.
     Returns:
         ``(...)`` in radians, in ``[0, pi]``; differentiable (the cosine is clamped off +-1).
+
+    >>> a = euler_to_matrix(torch.tensor(10.0), torch.tensor(0.0), torch.tensor(0.0))
+    >>> b = euler_to_matrix(torch.tensor(-15.0), torch.tensor(0.0), torch.tensor(0.0))
+    >>> round(math.degrees(geodesic_distance(a, b).item()), 3)
+    25.0
     """
     trace = (r1.transpose(-1, -2) @ r2).diagonal(dim1=-2, dim2=-1).sum(-1)
     return torch.acos(((trace - 1) / 2).clamp(-1 + eps, 1 - eps))
@@ -128,11 +157,19 @@ def mirror_matrix(rotation: torch.Tensor) -> torch.Tensor:
         rotation: ``(..., 3, 3)``.
     Returns:
         ``(..., 3, 3)``: ``M @ R @ M`` with ``M = diag(-1, 1, 1)``; yaw and roll change sign.
+
+    >>> r = euler_to_matrix(torch.tensor(30.0), torch.tensor(-20.0), torch.tensor(10.0))
+    >>> matrix_to_euler(mirror_matrix(r)).round(decimals=4)
+    tensor([-30., -20., -10.])
     """
     m = _MIRROR.to(rotation)
     return rotation * m[:, None] * m[None, :]
 
 
 def mirror_euler(angles: torch.Tensor) -> torch.Tensor:
-    """``(..., 3)`` yaw, pitch, roll of the flipped image: ``(-yaw, pitch, -roll)``."""
+    """``(..., 3)`` yaw, pitch, roll of the flipped image: ``(-yaw, pitch, -roll)``.
+
+    >>> mirror_euler(torch.tensor([30.0, -20.0, 10.0]))
+    tensor([-30., -20., -10.])
+    """
     return angles * torch.tensor([-1.0, 1.0, -1.0], dtype=angles.dtype, device=angles.device)

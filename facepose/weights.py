@@ -1,7 +1,10 @@
-"""Loading the networks' weights: safetensors files, checked, without pickle.
+"""Loading and saving the networks' weights: safetensors files, checked, without pickle.
 
-The default weights ship in ``facepose/data/`` with ``manifest.json`` recording each file's sha256.
-An FPNet file's safetensors metadata says whether its rotation head is trained (``"pose": "trained"``).
+The default weights ship in ``facepose/data/`` with ``manifest.json`` recording each file's sha256
+(``update_manifest`` writes it, loading checks it). Each file's safetensors metadata records its
+architecture (``"arch"``: ``pnet``, ``rnet``, ``onet``, ``fpnet`` or ``fpnet_branch``) and sizes, checked
+against the tensors on load; a last-stage file also says whether its rotation head is trained
+(``"pose": "trained"``).
 """
 from __future__ import annotations
 
@@ -14,9 +17,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
-from .nets import FPNet, PNet, RNet
+from .nets import ARCHITECTURES, CascadeNets, ONet, PNet, RNet, create_last_stage
 
-__all__ = ["WEIGHTS_DIR", "WeightsError", "load_pnet", "load_rnet", "load_fpnet", "save_net", "sha256_of"]
+__all__ = ["WEIGHTS_DIR", "MANIFEST", "WeightsError", "load_pnet", "load_rnet", "load_last_stage", "load_cascade",
+           "save_net", "sha256_of", "update_manifest"]
 
 WEIGHTS_DIR = Path(__file__).parent / "data"
 MANIFEST = WEIGHTS_DIR / "manifest.json"
@@ -32,6 +36,16 @@ def sha256_of(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def update_manifest(folder: Path, names: list[str]) -> Path:
+    """Record the sha256 of the files ``names`` of ``folder`` in its ``manifest.json``."""
+    path = Path(folder) / MANIFEST.name
+    manifest = json.loads(path.read_text()) if path.exists() else {"files": {}}
+    for name in names:
+        manifest["files"][name] = sha256_of(Path(folder) / name)
+    path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return path
 
 
 def _expected_sha256(path: Path) -> str | None:
@@ -68,29 +82,78 @@ def _fill(module: nn.Module, state: dict[str, torch.Tensor], path: Path) -> nn.M
     return module.eval()
 
 
+def _check_arch(metadata: dict[str, str], expected: str, path: Path) -> None:
+    arch = metadata.get("arch", expected)
+    if arch != expected:
+        raise WeightsError(f"{path} holds a {arch!r} network, not a {expected!r}")
+
+
 def load_pnet(path: Path | str = WEIGHTS_DIR / "pnet.safetensors") -> PNet:
-    state, _ = _read(Path(path))
+    state, metadata = _read(Path(path))
+    _check_arch(metadata, "pnet", Path(path))
     return _fill(PNet(), state, Path(path))
 
 
 def load_rnet(path: Path | str = WEIGHTS_DIR / "rnet.safetensors") -> RNet:
-    state, _ = _read(Path(path))
+    state, metadata = _read(Path(path))
+    _check_arch(metadata, "rnet", Path(path))
     return _fill(RNet(), state, Path(path))
 
 
-def load_fpnet(path: Path | str = WEIGHTS_DIR / "fpnet.safetensors") -> tuple[FPNet, bool]:
-    """FPNet (or plain O-Net, a file without rotation head) and whether its pose head is trained."""
-    state, metadata = _read(Path(path))
-    has_head = "rotation.weight" in state
-    hidden = state["pose_dense.weight"].shape[0] if "pose_dense.weight" in state else 0
-    channels = state["pose_conv.weight"].shape[0] if "pose_conv.weight" in state else 0
-    net = _fill(FPNet(pose_head=has_head, pose_hidden=hidden, pose_channels=channels), state, Path(path))
-    return net, has_head and metadata.get("pose") == "trained"
+def _arch_from_tensors(state: dict[str, torch.Tensor], path: Path) -> tuple[str, dict[str, int]]:
+    """For files without ``arch`` metadata: the architecture their tensor names and shapes imply."""
+    if "pose_conv.weight" in state and "pose_dense.weight" in state:
+        return "fpnet_branch", {"pose_channels": state["pose_conv.weight"].shape[0],
+                                "pose_hidden": state["pose_dense.weight"].shape[0]}
+    if "pose_dense.weight" in state:
+        raise WeightsError(f"{path} is an FPNet variant this version does not support (a pose branch without "
+                           "its convolution)")
+    return ("fpnet" if "rotation.weight" in state else "onet"), {}
+
+
+def load_last_stage(path: Path | str = WEIGHTS_DIR / "fpnet.safetensors") -> tuple[ONet, bool]:
+    """The last stage (``FPNet``, ``FPNetBranch``, or plain ``ONet``) and whether its rotation head is trained.
+
+    The architecture and sizes come from the file's metadata (or, for files written without them, from
+    its tensors) and must fit the tensors exactly.
+    """
+    path = Path(path)
+    state, metadata = _read(path)
+    if "arch" in metadata:
+        arch = metadata["arch"]
+        if arch not in ARCHITECTURES:
+            raise WeightsError(f"{path} holds a {arch!r} network, not a last stage ({', '.join(sorted(ARCHITECTURES))})")
+        try:
+            sizes = {k: int(v) for k, v in json.loads(metadata.get("sizes", "{}")).items()}
+        except (ValueError, AttributeError):
+            raise WeightsError(f"{path} has unreadable architecture sizes in its metadata: {metadata.get('sizes')!r}") from None
+    else:
+        arch, sizes = _arch_from_tensors(state, path)
+    try:
+        net = create_last_stage(arch, **sizes)
+    except (TypeError, ValueError) as e:
+        raise WeightsError(f"{path}: its metadata names {arch} with sizes {sizes}, which cannot be built ({e})") from None
+    _fill(net, state, path)
+    return net, net.has_rotation and metadata.get("pose") == "trained"
+
+
+def load_cascade(folder: Path | str = WEIGHTS_DIR, fpnet: Path | str | None = None) -> tuple[CascadeNets, bool]:
+    """``pnet``, ``rnet`` and ``fpnet.safetensors`` of ``folder`` (or ``fpnet`` from elsewhere), and whether
+    the last stage's pose is trained."""
+    folder = Path(folder)
+    last, pose = load_last_stage(fpnet if fpnet is not None else folder / "fpnet.safetensors")
+    return CascadeNets(load_pnet(folder / "pnet.safetensors"), load_rnet(folder / "rnet.safetensors"), last), pose
 
 
 def save_net(net: nn.Module, path: Path | str, metadata: dict | None = None) -> Path:
-    """Write a network's weights as safetensors (CPU, contiguous); ``metadata`` values become strings.
-    For FPNet, ``{"pose": "trained"}`` marks a trained rotation head."""
+    """Write a network's weights as safetensors (CPU, contiguous) with its architecture and sizes in the
+    metadata; ``metadata`` values become strings. For a last stage, ``{"pose": "trained"}`` marks a
+    trained rotation head."""
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    save_file(state, str(path), metadata={k: str(v) for k, v in (metadata or {}).items()})
+    meta = {k: str(v) for k, v in (metadata or {}).items()}
+    if hasattr(net, "arch"):
+        meta["arch"] = net.arch
+    if isinstance(net, ONet):
+        meta["sizes"] = json.dumps(net.sizes(), sort_keys=True)
+    save_file(state, str(path), metadata=meta)
     return Path(path)
