@@ -2,14 +2,10 @@
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
-PHOTOS = SHARED / "photos"
-AFLW2000 = SHARED / "aflw2000"
+from training.paths import AFLW2000, PHOTOS, REPO, SHARED  # noqa: F401 (re-exported to the tests)
 
 needs_photos = pytest.mark.skipif(not PHOTOS.is_dir(), reason="../shared/data/photos is not here (a user's checkout)")
 needs_aflw2000 = pytest.mark.skipif(not AFLW2000.is_dir(), reason="../shared/data/aflw2000 is not here")

@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from facepose import Face, FacePoseDetector, load_image
 from facepose.boxes import box_overlap
 
 from .conftest import PHOTOS, needs_photos
-
-import torch
 
 # photo -> faces a person counts in it (all clearly visible, at least 20 px)
 EXPECTED_FACES = {
@@ -72,15 +71,12 @@ def test_face_fields_and_geometry(detector):
 @needs_photos
 def test_untrained_pose_head_reports_no_angles(tmp_path):
     """Weights whose rotation head is marked untrained give boxes but no (meaningless) angles."""
-    from safetensors.torch import save_file
+    from facepose.nets import FPNetBranch
+    from facepose.weights import WEIGHTS_DIR, load_last_stage, save_net
 
-    from facepose.nets import FPNet
-    from facepose.weights import WEIGHTS_DIR, load_fpnet
-
-    fpnet = FPNet()
-    fpnet.load_state_dict(load_fpnet(WEIGHTS_DIR / "onet.safetensors")[0].state_dict(), strict=False)
-    path = tmp_path / "untrained.safetensors"
-    save_file(fpnet.state_dict(), str(path), metadata={"pose": "untrained"})
+    fpnet = FPNetBranch()
+    fpnet.load_state_dict(load_last_stage(WEIGHTS_DIR / "onet.safetensors")[0].state_dict(), strict=False)
+    path = save_net(fpnet, tmp_path / "untrained.safetensors", {"pose": "untrained"})
     det = FacePoseDetector(weights=path)
     faces = det.detect(PHOTOS / "matplotlib_grace_hopper.jpg")
     assert not det.pose_available and len(faces) == 1
@@ -152,8 +148,11 @@ def test_cuda_request_without_gpu_is_explained():
 @needs_photos
 def test_replace_shares_networks_and_changes_settings(detector):
     strict = detector.replace(thresholds=(0.6, 0.7, 0.9999), min_face_size=40)
-    assert strict.nets is detector.nets and detector.thresholds == (0.6, 0.7, 0.7)
+    assert strict.nets is detector.nets and detector.config.thresholds == (0.6, 0.7, 0.7)
+    assert strict.config.min_face_size == 40 and strict.config.thresholds == (0.6, 0.7, 0.9999)
     path = PHOTOS / "nasa_iss_iss_partners_tour_kennedy_space_center.jpg"
     assert len(strict.detect(path)) < len(detector.detect(path))
-    with pytest.raises(TypeError, match="replace"):
+    with pytest.raises(TypeError, match="unknown detector settings \\['weights'\\]"):
         detector.replace(weights="x")
+    with pytest.raises(ValueError, match="min_face_size"):  # validated like the constructor
+        detector.replace(min_face_size=5)

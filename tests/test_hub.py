@@ -6,8 +6,9 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
-from facepose import FacePoseDetector
+from facepose import DetectorConfig, FacePoseDetector, WeightsError
 from facepose.hub import HubError
 
 from .conftest import PHOTOS, REPO, needs_photos
@@ -15,14 +16,21 @@ from .conftest import PHOTOS, REPO, needs_photos
 
 @needs_photos
 def test_round_trip_through_a_folder(tmp_path):
-    original = FacePoseDetector(min_face_size=30, thresholds=(0.6, 0.7, 0.8))
+    """Every setting survives save_pretrained / from_pretrained, and so do the networks and their faces."""
+    config = DetectorConfig(min_face_size=30, thresholds=(0.5, 0.65, 0.8), nms_thresholds=(0.4, 0.6, 0.65, 0.75),
+                            factor=0.65, max_pixels=12_000_000, flip_pose=False)
+    original = FacePoseDetector(config=config)
     folder = original.save_pretrained(tmp_path / "model")
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "fpnet.safetensors", "pnet.safetensors", "rnet.safetensors"]
-    config = json.loads((folder / "config.json").read_text())
-    assert config["min_face_size"] == 30 and config["thresholds"] == [0.6, 0.7, 0.8]
+    saved = json.loads((folder / "config.json").read_text())
+    assert saved["min_face_size"] == 30 and saved["thresholds"] == [0.5, 0.65, 0.8]
     loaded = FacePoseDetector.from_pretrained(folder)
-    assert loaded.min_face_size == 30 and loaded.thresholds == (0.6, 0.7, 0.8)
+    assert loaded.config == config
     assert loaded.pose_available == original.pose_available
+    for name in ("pnet", "rnet", "fpnet"):
+        a, b = getattr(original.nets, name).state_dict(), getattr(loaded.nets, name).state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    assert FacePoseDetector.from_pretrained(folder, min_face_size=40).config == config.replace(min_face_size=40)
     photo = PHOTOS / "nasa_iss_expedition_1.jpg"
     assert [f.box for f in loaded.detect(photo)] == [f.box for f in original.detect(photo)]
 
@@ -47,3 +55,21 @@ def test_offline_hub_download_fails_clearly():
 def test_not_a_repo_id():
     with pytest.raises(HubError, match="neither a folder nor a Hub repo id"):
         FacePoseDetector.from_pretrained("./no/such/folder/here")
+
+
+def test_each_network_is_written_to_its_own_file(tmp_path):
+    """Files are written by network name: swapping two networks' files is caught on load."""
+    folder = FacePoseDetector().save_pretrained(tmp_path / "model")
+    (folder / "pnet.safetensors").rename(tmp_path / "p")
+    (folder / "rnet.safetensors").rename(folder / "pnet.safetensors")
+    (tmp_path / "p").rename(folder / "rnet.safetensors")
+    with pytest.raises(WeightsError, match="holds a 'rnet' network, not a 'pnet'"):
+        FacePoseDetector.from_pretrained(folder)
+
+
+def test_invalid_saved_config_is_refused(tmp_path):
+    folder = FacePoseDetector().save_pretrained(tmp_path / "model")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "min_face_size": 3}))
+    with pytest.raises(HubError, match="config.json is not a valid FacePose config.*min_face_size"):
+        FacePoseDetector.from_pretrained(folder)

@@ -7,7 +7,13 @@ import scipy.io as sio
 import torch
 
 from facepose.rotation import (
-    euler_to_matrix, geodesic_distance, matrix_to_euler, matrix_to_sixd, mirror_euler, mirror_matrix, sixd_to_matrix,
+    euler_to_matrix,
+    geodesic_distance,
+    matrix_to_euler,
+    matrix_to_sixd,
+    mirror_euler,
+    mirror_matrix,
+    sixd_to_matrix,
 )
 
 from .conftest import AFLW2000, needs_aflw2000

@@ -14,6 +14,7 @@ from .conftest import AFLW2000, SHARED, needs_aflw2000
 
 needs_training_data = pytest.mark.skipif(
     not (SHARED / "aflw_faces").is_dir() or not (SHARED / "wider" / "train").is_dir(), reason="training data absent")
+# the data set builder, training runs and the teacher: see tests/test_metrics.py for evaluation measures
 
 
 @pytest.fixture(scope="module")
@@ -60,18 +61,18 @@ def test_mirrored_samples_have_mirrored_labels():
 
     crops = torch.arange(2 * 3 * 48 * 48, dtype=torch.float32).reshape(2, 3, 48, 48)
     box = torch.tensor([[0.1, 0.2, -0.3, 0.4], [0.1, 0.2, -0.3, 0.4]])
-    marks = torch.tensor([[0.3, 0.7, 0.5, 0.35, 0.65, 0.4, 0.4, 0.6, 0.8, 0.8]] * 2)
     sixd = matrix_to_sixd(euler_to_matrix(torch.tensor([40.0, 40.0]), torch.tensor([10.0, 10.0]), torch.tensor([20.0, 20.0]))).float()
-    c, b, m, s = mirror_batch(crops, box, marks, sixd, torch.tensor([True, False]))
+    c, b, s = mirror_batch(crops, box, sixd, torch.tensor([True, False]))
     assert torch.equal(c[0], crops[0].flip(-1)) and torch.equal(c[1], crops[1])
     assert torch.allclose(b[0], torch.tensor([0.3, 0.2, -0.1, 0.4])) and torch.equal(b[1], box[1])
-    assert torch.allclose(m[0], torch.tensor([0.3, 0.7, 0.5, 0.35, 0.65, 0.4, 0.4, 0.6, 0.8, 0.8]))  # symmetric face
     angles = matrix_to_euler(sixd_to_matrix(s.double()))
     assert torch.allclose(angles[0], torch.tensor([-40.0, 10.0, -20.0], dtype=torch.float64), atol=1e-4)
+    assert torch.allclose(angles[1], torch.tensor([40.0, 10.0, 20.0], dtype=torch.float64), atol=1e-4)
 
 
 def test_iou_labelling_on_hand_made_boxes():
-    from training.build_dataset import KIND, label_proposals, offsets_to
+    from training.build_dataset import label_proposals, offsets_to
+    from training.samples import KIND
 
     faces = np.array([[100.0, 100.0, 200.0, 200.0], [400.0, 100.0, 410.0, 110.0]])
     ignore = np.array([False, True])  # the second face is too small to learn from
@@ -92,48 +93,155 @@ def test_iou_labelling_on_hand_made_boxes():
     assert (kind == KIND["negative"]).all()
 
 
-@needs_training_data
-def test_build_tiny_dataset_and_train_two_steps(tmp_path):
-    from training.build_dataset import main as build
-    from training.train import main as train
+def test_small_face_rule():
+    from training.sources import small_faces
 
-    data = tmp_path / "data"
+    boxes = np.array([[0, 0, 30, 19], [0, 0, 20, 20], [5, 5, 100, 100.0]])
+    assert small_faces(boxes, 20).tolist() == [True, False, False]
+
+
+@needs_training_data
+def test_labeller_sees_what_the_detector_sees():
+    """The data set builder's cascade is the detector's: same O-Net detections on a photo, and its stored
+    crops are the rounded crops the last stage is fed."""
+    from facepose import FacePoseDetector, load_image
+    from facepose.weights import WEIGHTS_DIR
+    from training.build_dataset import Labeller
+
+    from .conftest import PHOTOS
+
+    pixels = load_image(PHOTOS / "nasa_astronaut_class_photo_b.png")
+    c = Labeller().cascade(pixels)
+    faces = FacePoseDetector(weights=WEIGHTS_DIR / "onet.safetensors").detect(pixels)
+    assert len(c.detections) == len(faces) == 8
+    assert np.allclose(c.detections, np.array([f.box for f in faces]), atol=1e-4)
+    assert c.crops.dtype == np.uint8 and c.crops.shape == (len(c.boxes), 48, 48, 3)
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory):
+    """A real, tiny data set: 3 AFLW crops and 3 WIDER train photos through the builder."""
+    if not (SHARED / "aflw_faces").is_dir() or not (SHARED / "wider" / "train").is_dir():
+        pytest.skip("training data absent")
+    from training.build_dataset import main as build
+
+    data = tmp_path_factory.mktemp("data")
     build(["--out", str(data), "--limit", "3", "--chunk", "5", "--calibration-photos", "20"])
-    manifest = json.loads((data / "manifest.json").read_text())
+    return data
+
+
+def test_dataset_shards_hold_labelled_crops(tiny_dataset):
+    from training.samples import KIND, load_samples
+
+    manifest = json.loads((tiny_dataset / "manifest.json").read_text())
     totals = manifest["totals"]
     assert totals["train_positive"] > 0 and totals["train_negative"] > 0 and totals["train_pose"] > 0
+    assert totals["train_inside"] > 0  # negatives cut from inside faces
     assert len(manifest["teacher_box"]) == 4
-    with np.load(next((data / "shards").glob("aflw_*_train.npz"))) as z:
-        assert z["crops"].shape[1:] == (48, 48, 3) and z["crops"].dtype == np.uint8
-        posed = z["has_pose"]
-        r = sixd_to_matrix(torch.from_numpy(z["sixd"][posed]).double())
-        assert torch.allclose(torch.linalg.det(r), torch.ones(len(r), dtype=torch.float64), atol=1e-4)
-    # a rerun finds every shard done and changes nothing
-    before = (data / "manifest.json").read_text()
-    build(["--out", str(data), "--limit", "3", "--chunk", "5"])
-    assert json.loads((data / "manifest.json").read_text())["shards"] == json.loads(before)["shards"]
+    train = load_samples(tiny_dataset, "train")
+    assert train.crops.shape[1:] == (48, 48, 3) and train.crops.dtype == torch.uint8
+    posed = train.has_pose
+    assert posed.any() and bool((train.kind[posed] == KIND["positive"]).all())  # only faces carry a pose
+    r = sixd_to_matrix(train.sixd[posed].double())
+    assert torch.allclose(torch.linalg.det(r), torch.ones(len(r), dtype=torch.float64), atol=1e-4)
+    assert torch.allclose(matrix_to_euler(r), train.angles[posed].double(), atol=1e-3)
+
+
+def test_dataset_rebuild_is_resumable(tiny_dataset):
+    from training.build_dataset import main as build
+
+    before = (tiny_dataset / "manifest.json").read_text()
+    shards = {p.name: p.stat().st_mtime_ns for p in (tiny_dataset / "shards").iterdir()}
+    build(["--out", str(tiny_dataset), "--limit", "3", "--chunk", "5"])
+    assert json.loads((tiny_dataset / "manifest.json").read_text())["shards"] == json.loads(before)["shards"]
+    assert {p.name: p.stat().st_mtime_ns for p in (tiny_dataset / "shards").iterdir()} == shards  # none rewritten
+
+
+def test_thesis_recipe_trains_the_whole_network(tiny_dataset, tmp_path):
+    """Two steps of the thesis recipe log to TensorBoard and save a checkpoint marked trained, with the
+    thesis' architecture, whose O-Net layers learned as well (they start random)."""
+    from facepose.nets import FPNet
+    from facepose.weights import load_last_stage
+    from training.train import main as train
 
     out = tmp_path / "run"
-    best = train(["--data", str(data), "--out", str(out), "--epochs", "1", "--max-steps", "2", "--batch-size", "8",
-                  "--init", "onet", "--lr", "1e-4"])
-    assert np.isfinite(best["pose_mae"]) or best["pose_mae"] != best["pose_mae"]  # nan when val has no posed face
+    best = train(["--recipe", "thesis", "--data", str(tiny_dataset), "--out", str(out), "--epochs", "1",
+                  "--max-steps", "2"])
+    assert set(best) >= {"pose_mae", "face_accuracy", "epoch"} and 0 <= best["face_accuracy"] <= 1
+    net, pose = load_last_stage(out / "best.safetensors")
+    assert type(net) is FPNet and pose
+    assert all(p.requires_grad for p in net.parameters())
     with safe_open(str(out / "best.safetensors"), framework="pt") as f:
-        assert f.metadata()["pose"] == "trained"
+        assert f.metadata()["recipe"] == "thesis"
     assert any(p.name.startswith("events.out.tfevents") for p in out.iterdir())
+    assert json.loads((out / "args.json").read_text())["recipe"]["name"] == "thesis"
 
-    # the pose branch alone learns; O-Net's weights stay bit for bit
-    from facepose.weights import WEIGHTS_DIR, load_fpnet
 
-    frozen = tmp_path / "frozen"
-    train(["--data", str(data), "--out", str(frozen), "--epochs", "1", "--max-steps", "2", "--batch-size", "8",
-           "--init", "onet", "--pose-hidden", "8", "--freeze-detection", "--augment", "0.5", "--lr", "1e-2"])
-    net, pose = load_fpnet(frozen / "best.safetensors")
-    onet = load_fpnet(WEIGHTS_DIR / "onet.safetensors")[0].state_dict()
-    assert pose and net.pose_hidden == 8
+def test_shipped_recipe_keeps_onet_frozen(tiny_dataset, tmp_path):
+    """The default recipe learns only the pose part: every O-Net tensor stays bit for bit."""
+    from facepose.nets import FPNetBranch
+    from facepose.weights import WEIGHTS_DIR, load_last_stage
+    from training.train import main as train
+
+    out = tmp_path / "frozen"
+    best = train(["--data", str(tiny_dataset), "--out", str(out), "--epochs", "1", "--max-steps", "2"])
+    net, pose = load_last_stage(out / "best.safetensors")
+    assert pose and type(net) is FPNetBranch and net.sizes() == {"pose_channels": 64, "pose_hidden": 96}
+    onet = load_last_stage(WEIGHTS_DIR / "onet.safetensors")[0].state_dict()
     for name, tensor in net.state_dict().items():
         if name in onet:
             assert torch.equal(tensor, onet[name]), name
     assert not torch.allclose(net.rotation.bias, torch.tensor([1.0, 0, 0, 0, 1, 0]))
+    assert best["epoch"] == 1
+
+
+def test_resuming_with_another_recipe_is_refused(tiny_dataset, tmp_path):
+    from training.train import main as train
+
+    out = tmp_path / "run"
+    train(["--data", str(tiny_dataset), "--out", str(out), "--epochs", "1", "--max-steps", "1"])
+    with pytest.raises(SystemExit, match="'shipped' recipe, not 'thesis'"):
+        train(["--recipe", "thesis", "--data", str(tiny_dataset), "--out", str(out), "--epochs", "2", "--max-steps", "1"])
+
+
+def test_recipes_are_the_two_named_ones():
+    from training.recipes import RECIPES, Recipe
+
+    assert sorted(RECIPES) == ["shipped", "thesis"]
+    shipped, thesis = RECIPES["shipped"], RECIPES["thesis"]
+    assert (shipped.arch, shipped.init, shipped.train_detection) == ("fpnet_branch", "onet", False)
+    assert (thesis.arch, thesis.init, thesis.train_detection, thesis.rotation_loss, thesis.mining) == \
+        ("fpnet", "scratch", True, "l2", "middle60")
+    assert (thesis.lr, thesis.lr_decay, thesis.epochs, thesis.batch_size) == (0.01, 0.83, 30, 64)
+    with pytest.raises(ValueError, match="jitter moves the face"):
+        thesis.replace(jitter=1.0)
+    with pytest.raises(ValueError, match="frozen O-Net needs its weights"):
+        Recipe(name="x", summary="", arch="fpnet_branch", init="scratch", train_detection=False)
+
+
+def test_thesis_losses_on_a_hand_made_batch():
+    """The thesis' losses: face cross-entropy with middle-60% mining, box L2 on faces and part faces,
+    rotation L2 on posed faces; the shipped recipe has the rotation loss alone (geodesic)."""
+    from facepose.nets import create_last_stage
+    from training.recipes import RECIPES
+    from training.samples import KIND, Samples
+    from training.train import losses
+
+    torch.manual_seed(0)
+    n = 10
+    kinds = torch.tensor([KIND["positive"]] * 4 + [KIND["part"]] * 2 + [KIND["negative"]] * 3 + [KIND["inside"]])
+    batch = Samples(torch.randint(0, 256, (n, 48, 48, 3), dtype=torch.uint8), kinds.to(torch.int8),
+                    torch.randn(n, 4) * 0.1, matrix_to_sixd(euler_to_matrix(*torch.zeros(3, n))).float(),
+                    torch.zeros(n, 3), kinds == KIND["positive"])
+    thesis = RECIPES["thesis"].replace(mirror=False)
+    model = create_last_stage("fpnet", dropout=0.0)
+    parts = losses(model, batch, thesis, torch.Generator().manual_seed(0))
+    assert set(parts) == {"face", "box", "rotation", "loss"}
+    assert torch.isclose(parts["loss"], parts["face"] + parts["box"] + parts["rotation"])
+    assert parts["rotation"].item() < 1e-3  # an untrained head says frontal, and the targets are frontal
+    shipped = RECIPES["shipped"].replace(mirror=False, jitter=0.0, augment=0.0)
+    branch = create_last_stage("fpnet_branch", dropout=0.0, **shipped.sizes)
+    assert set(losses(branch, batch, shipped, torch.Generator())) == {"rotation", "loss"}
 
 
 @needs_training_data

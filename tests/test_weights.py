@@ -5,11 +5,12 @@ import json
 import shutil
 
 import pytest
+import torch
 from safetensors.torch import save_file
 
 from facepose import FacePoseDetector, WeightsError
 from facepose import weights as W
-from facepose.nets import FPNet, PNet
+from facepose.nets import FPNet, FPNetBranch, ONet, PNet
 
 
 def test_manifest_matches_packaged_files():
@@ -19,13 +20,46 @@ def test_manifest_matches_packaged_files():
         assert W.sha256_of(W.WEIGHTS_DIR / name) == digest
 
 
-def test_fpnet_shares_onet_weights():
-    fpnet, _ = W.load_fpnet()
-    onet, pose = W.load_fpnet(W.WEIGHTS_DIR / "onet.safetensors")
-    assert onet.rotation is None and not pose
+def test_shipped_fpnet_holds_onet_weights_unchanged():
+    """The shipped FPNet is O-Net frozen plus a pose branch: every O-Net tensor is MTCNN's, value for value."""
+    fpnet, pose = W.load_last_stage()
+    onet, onet_pose = W.load_last_stage(W.WEIGHTS_DIR / "onet.safetensors")
+    assert type(onet) is ONet and not onet.has_rotation and not onet_pose
+    assert type(fpnet) is FPNetBranch and pose and fpnet.sizes() == {"pose_channels": 64, "pose_hidden": 96}
+    shipped = fpnet.state_dict()
     for name, tensor in onet.state_dict().items():
-        assert name in fpnet.state_dict()
-    assert sum(t.numel() * 4 for t in fpnet.state_dict().values()) < 2_000_000  # FPNet under 2 MB
+        assert torch.equal(shipped[name], tensor), name
+    assert sum(t.numel() * 4 for t in shipped.values()) < 2_000_000  # FPNet under 2 MB
+
+
+def test_architecture_is_recorded_and_checked(tmp_path):
+    """save_net records the architecture and sizes; a file whose metadata disagrees with its tensors, or
+    names an unknown network, is refused with a message naming the file."""
+    path = W.save_net(FPNetBranch(pose_channels=8, pose_hidden=16), tmp_path / "b.safetensors", {"pose": "trained"})
+    net, pose = W.load_last_stage(path)
+    assert type(net) is FPNetBranch and net.sizes() == {"pose_channels": 8, "pose_hidden": 16} and pose
+    thesis = W.save_net(FPNet(), tmp_path / "t.safetensors")
+    assert type(W.load_last_stage(thesis)[0]) is FPNet
+    lying = tmp_path / "lying.safetensors"
+    save_file(FPNetBranch(8, 16).state_dict(), str(lying), metadata={"arch": "fpnet_branch",
+                                                                       "sizes": '{"pose_channels": 8, "pose_hidden": 32}'})
+    with pytest.raises(WeightsError, match="lying.safetensors does not fit FPNetBranch"):
+        W.load_last_stage(lying)
+    alien = tmp_path / "alien.safetensors"
+    save_file(ONet().state_dict(), str(alien), metadata={"arch": "resnet50"})
+    with pytest.raises(WeightsError, match="'resnet50' network, not a last stage"):
+        W.load_last_stage(alien)
+    with pytest.raises(WeightsError, match="holds a 'fpnet_branch' network, not a 'pnet'"):
+        W.load_pnet(path)
+
+
+def test_files_without_metadata_load_by_their_tensors(tmp_path):
+    """Weights saved by other tools (plain state dicts) still load: the tensors tell the architecture."""
+    for net in (ONet(), FPNet(), FPNetBranch(4, 8)):
+        path = tmp_path / f"{net.arch}.safetensors"
+        save_file(net.state_dict(), str(path))
+        loaded, pose = W.load_last_stage(path)
+        assert type(loaded) is type(net) and not pose
 
 
 def test_corrupt_packaged_file_is_detected(tmp_path, monkeypatch):
@@ -49,7 +83,7 @@ def test_missing_and_wrong_weights(tmp_path):
         FacePoseDetector(weights=garbage)
     wrong = tmp_path / "pnet_as_fpnet.safetensors"
     save_file(PNet().state_dict(), str(wrong))
-    with pytest.raises(WeightsError, match="does not fit FPNet"):
+    with pytest.raises(WeightsError, match="does not fit ONet"):
         FacePoseDetector(weights=wrong)
 
 

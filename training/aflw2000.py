@@ -9,9 +9,9 @@ import numpy as np
 import scipy.io as sio
 from PIL import Image
 
-__all__ = ["Sample", "load_aflw2000", "hopenet_box", "teacher_box", "crop_square"]
+from .paths import AFLW2000
 
-DEFAULT_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "aflw2000"
+__all__ = ["Sample", "load_aflw2000", "teacher_box", "crop_square"]
 
 
 @dataclass
@@ -21,13 +21,14 @@ class Sample:
     pitch: float
     roll: float
     landmarks: np.ndarray  # (K, 2) visible AFLW 21-point landmarks (pt2d), image pixels
+    box68: np.ndarray  # (4,) x1 y1 x2 y2 of the 68 fitted landmarks (labels.csv)
 
     @property
     def angles(self) -> np.ndarray:
         return np.array([self.yaw, self.pitch, self.roll])
 
 
-def load_aflw2000(root: Path | str = DEFAULT_ROOT, standard: bool = True) -> list[Sample]:
+def load_aflw2000(root: Path | str = AFLW2000, standard: bool = True) -> list[Sample]:
     """The labelled faces, in file order; ``standard`` keeps the usual 1969 (all angles within 99 deg)."""
     root = Path(root)
     if not (root / "labels.csv").is_file():
@@ -40,29 +41,18 @@ def load_aflw2000(root: Path | str = DEFAULT_ROOT, standard: bool = True) -> lis
             image = root / "images" / row["image"]
             pt2d = sio.loadmat(image.with_suffix(".mat"))["pt2d"]
             visible = (pt2d[0] >= 0) & (pt2d[1] >= 0)  # -1 marks an invisible landmark
+            box68 = np.array([float(row[f"lmk68_{k}"]) for k in ("x1", "y1", "x2", "y2")])
             samples.append(Sample(image, float(row["yaw_deg"]), float(row["pitch_deg"]), float(row["roll_deg"]),
-                                  pt2d[:, visible].T.astype(np.float64)))
+                                  pt2d[:, visible].T.astype(np.float64), box68))
     return samples
-
-
-def hopenet_box(landmarks: np.ndarray) -> tuple[float, float, float, float]:
-    """Hopenet's AFLW2000 crop: the landmarks' box grown 0.4 of its width left and right, 0.4 of its
-    height above and 0.12 below (each side measured on the box as already grown, as Hopenet's code does)."""
-    x_min, y_min = landmarks.min(0)
-    x_max, y_max = landmarks.max(0)
-    k = 0.2
-    x_min -= 2 * k * abs(x_max - x_min)
-    y_min -= 2 * k * abs(y_max - y_min)
-    x_max += 2 * k * abs(x_max - x_min)
-    y_max += 0.6 * k * abs(y_max - y_min)
-    return float(x_min), float(y_min), float(x_max), float(y_max)
 
 
 def teacher_box(landmarks: np.ndarray) -> tuple[float, float, float, float]:
     """The benchmark crop for the teacher: the landmarks' box grown by 0.4 of its width left and right,
     0.4 of its height above and 0.12 below, every margin measured on the landmarks' box (not squared).
-    With it the WHENet port measures yaw 5.11 / pitch 6.30 / roll 4.76 (the published protocol's numbers);
-    with ``hopenet_box`` (margins on the growing box, as Hopenet's code does) 5.38 / 6.44 / 4.87."""
+    With it the WHENet port measures yaw 5.11 / pitch 6.30 / roll 4.76 (the published protocol's numbers;
+    Hopenet's code, which measures each margin on the box as already grown, gives 5.38 / 6.44 / 4.87).
+    Training data uses the same box, so the teacher sees faces framed as in its benchmark."""
     x_min, y_min = landmarks.min(0)
     x_max, y_max = landmarks.max(0)
     w, h = x_max - x_min, y_max - y_min

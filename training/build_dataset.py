@@ -7,9 +7,9 @@ For every photo: P-Net and R-Net propose boxes exactly as at inference; each pro
 labelled by IoU with the true faces (>= 0.65 positive, 0.4-0.65 part face for box regression only,
 < 0.3 negative, faces too small to learn from are neither), and negatives are also cut from inside
 faces, around the eyes. Every positive gets the teacher's (WHENet) rotation, computed on a 224x224 crop
-of its face with flip averaging; the original O-Net's landmarks and score for the same crop are kept
-as distillation targets. Samples go to compact ``.npz`` shards with a ``manifest.json``; a rerun skips
-finished shards (resumable) and teacher outputs are cached in ``teacher_cache.json``.
+of its face (``aflw2000.teacher_box``, the benchmark's framing) with flip averaging. Samples go to
+compact ``.npz`` shards with a ``manifest.json``; a rerun skips finished shards (resumable) and teacher
+outputs are cached in ``teacher_cache.json``.
 """
 from __future__ import annotations
 
@@ -26,18 +26,19 @@ import torch
 from tqdm import tqdm
 
 from facepose.boxes import box_overlap
-from facepose.cascade import Proposals, finish, normalize, propose, refine
-from facepose.crops import cut_crops, integral_image
+from facepose.cascade import finish_crops, normalize, propose_and_refine
+from facepose.config import DetectorConfig
+from facepose.crops import crops_to_uint8, cut_crops, integral_image
 from facepose.rotation import euler_to_matrix, matrix_to_sixd
-from facepose.weights import WEIGHTS_DIR, load_fpnet, load_pnet, load_rnet
+from facepose.weights import WEIGHTS_DIR, load_last_stage, load_pnet, load_rnet
 
 from . import sources
 from .aflw2000 import crop_square
+from .paths import AFLW_FACES, WIDER_TRAIN
+from .samples import KIND
 from .teacher import find_whenet_h5, flip_averaged, load_whenet
 
-__all__ = ["KIND", "Labeller", "is_validation", "label_proposals", "offsets_to", "main"]
-
-KIND = {"negative": 0, "positive": 1, "part": 2, "inside": 3}
+__all__ = ["Labeller", "is_validation", "label_proposals", "offsets_to", "main"]
 POS_IOU, PART_IOU, NEG_IOU = 0.65, 0.4, 0.3
 # Median box of the teacher crop relative to O-Net's face box (x1, y1, x2, y2 offsets in units of the
 # box's width/height), measured on AFLW face crops; recomputed by each build and stored in the manifest.
@@ -63,41 +64,34 @@ def face_from_teacher_box(box, rel) -> np.ndarray:
 
 @dataclass
 class Cascade:
-    """What the cascade sees of one photo: R-Net's proposals, their 48x48 crops, O-Net's verdicts."""
+    """What the cascade sees of one photo: R-Net's proposals, their 48x48 crops, O-Net's detections."""
 
     boxes: np.ndarray  # (N, 4) squared R-Net boxes (FPNet's input windows)
     crops: np.ndarray  # (N, 48, 48, 3) uint8
-    onet_score: np.ndarray  # (N,)
-    onet_marks: np.ndarray  # (N, 10) relative landmarks
     detections: np.ndarray  # (D, 4) O-Net's final boxes
     det_marks: np.ndarray  # (D, 5, 2)
     det_scores: np.ndarray  # (D,)
 
 
 class Labeller:
-    """Runs P-Net, R-Net and O-Net on photos and labels the proposals."""
+    """Runs the cascade with MTCNN's O-Net on photos, as at inference, and labels the proposals."""
 
-    def __init__(self, min_face_size: float = 20, seed: int = 0) -> None:
+    def __init__(self, seed: int = 0) -> None:
         self.pnet, self.rnet = load_pnet(), load_rnet()
-        self.onet, _ = load_fpnet(WEIGHTS_DIR / "onet.safetensors")
-        self.min_face_size = min_face_size
+        self.onet, _ = load_last_stage(WEIGHTS_DIR / "onet.safetensors")
         self.rng = np.random.default_rng(seed)
 
     @torch.inference_mode()
-    def cascade(self, pixels: np.ndarray, min_face_size: float | None = None) -> Cascade:
+    def cascade(self, pixels: np.ndarray, min_face_size: float = 20) -> Cascade:
+        """Stages 1-2 with the default settings but ``min_face_size``, then O-Net once on the crops."""
+        config = DetectorConfig(min_face_size=min_face_size)
         image = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None].float()
-        props = propose(self.pnet, image.clone(), min_face_size or self.min_face_size, 0.709, 0.6)
-        ii = integral_image(image[0])
-        props = refine(self.rnet, ii, props, 0.7)
+        ii, props = propose_and_refine(self.pnet, self.rnet, image, config)
         crops, valid = cut_crops(ii, props.boxes, 48)
         boxes = props.boxes[valid]
-        out = self.onet(normalize(crops.clone()))
-        det = finish(self.onet, ii, Proposals(boxes, props.scores[valid]), 0.7)
-        return Cascade(
-            boxes.numpy().astype(np.float64), crops.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy(),
-            torch.softmax(out.face_logits, 1)[:, 1].numpy(), out.landmarks.numpy(), det.boxes.numpy().astype(np.float64),
-            det.landmarks.numpy(), det.scores.numpy(),
-        )
+        det = finish_crops(self.onet, boxes, normalize(crops), config.thresholds[2], config.nms_thresholds[3])
+        return Cascade(boxes.numpy().astype(np.float64), crops_to_uint8(crops).numpy(),
+                       det.boxes.numpy().astype(np.float64), det.landmarks.numpy(), det.scores.numpy())
 
     def inside_boxes(self, face: np.ndarray, eyes: np.ndarray | None, count: int) -> np.ndarray:
         """``count`` square boxes around the eyes of ``face`` (0.3-0.5 of its width, jittered)."""
@@ -228,27 +222,18 @@ class Builder:
         keep = kind >= 0
         samples = {
             "crops": c.crops[keep], "kind": kind[keep], "box": offsets_to(c.boxes[keep], target[keep]),
-            "marks": c.onet_marks[keep].astype(np.float32), "onet_score": c.onet_score[keep].astype(np.float32),
             "face_key": np.array([f"{photo.key}#{f}" if f >= 0 else "" for f in face_of[keep]]),
         }
         # negatives from inside faces, around the eyes: one per learnable face of at least 30 px
         inside = [self.labeller.inside_boxes(faces[f], eyes[f], 1) for f in range(len(faces))
                   if not ignore[f] and faces[f][2] - faces[f][0] >= 30]
         if inside:
-            boxes = np.concatenate(inside)
             image = torch.from_numpy(np.ascontiguousarray(photo.pixels)).permute(2, 0, 1).float()
-            crops, ok = cut_crops(integral_image(image), torch.from_numpy(boxes).float(), 48)
+            crops, ok = cut_crops(integral_image(image), torch.from_numpy(np.concatenate(inside)).float(), 48)
             if ok.any():
-                with torch.inference_mode():
-                    out = self.labeller.onet(normalize(crops.clone()))
                 m = len(crops)
-                extra = {
-                    "crops": crops.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy(),
-                    "kind": np.full(m, KIND["inside"], np.int8), "box": np.zeros((m, 4), np.float32),
-                    "marks": out.landmarks.numpy().astype(np.float32),
-                    "onet_score": torch.softmax(out.face_logits, 1)[:, 1].numpy().astype(np.float32),
-                    "face_key": np.array([""] * m),
-                }
+                extra = {"crops": crops_to_uint8(crops).numpy(), "kind": np.full(m, KIND["inside"], np.int8),
+                         "box": np.zeros((m, 4), np.float32), "face_key": np.array([""] * m)}
                 samples = {k: np.concatenate([samples[k], extra[k]]) for k in samples}
         return samples, requests
 
@@ -256,7 +241,7 @@ class Builder:
         data = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
         if not data:
             return
-        keys = data.pop("face_key")
+        keys = data["face_key"]  # kept in the shard: labels can be made again from the teacher caches
         angles = np.array([self.cache.get(k, [np.nan] * 3) if k else [np.nan] * 3 for k in keys], np.float32)
         has_pose = ~np.isnan(angles[:, 0])
         rot = euler_to_matrix(*torch.from_numpy(np.nan_to_num(angles).astype(np.float64)).T)
@@ -298,8 +283,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("data_cache/fpnet"))
     parser.add_argument("--sources", nargs="*", default=["aflw", "wider"], choices=["aflw", "wider"],
                         help="the shared data sets to use (default: both)")
-    parser.add_argument("--aflw", type=Path, default=sources.SHARED / "aflw_faces")
-    parser.add_argument("--wider", type=Path, nargs="*", default=[sources.SHARED / "wider" / "train"],
+    parser.add_argument("--aflw", type=Path, default=AFLW_FACES)
+    parser.add_argument("--wider", type=Path, nargs="*", default=[WIDER_TRAIN],
                         help="folders in WIDER FACE layout (default: ../shared/data/wider/train)")
     parser.add_argument("--celeba", type=Path, nargs="*", default=[], help="folders in CelebA layout")
     parser.add_argument("--teacher", type=Path, default=None, help="WHENet.h5 (default: found or fetched)")
@@ -311,11 +296,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--wider-min-face", type=float, default=20,
                         help="P-Net's minimum face size on WIDER/CelebA photos (below 20: more small crops)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args(argv)
     for folder in [*args.wider, *args.celeba]:
         if "val" in Path(folder).name.lower() or "aflw2000" in str(folder).lower():
             raise SystemExit(f"refusing to train on evaluation data: {folder}")
     torch.manual_seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     builder = Builder(args.out, args.teacher, args.max_negatives, args.seed)
     start = time.time()
     if "aflw" in args.sources:

@@ -4,15 +4,14 @@
 
 Without ``--wheel`` it runs ``pip download --no-deps facenet-pytorch==2.6.0`` into a temporary folder.
 Writes ``pnet``, ``rnet``, ``onet`` (the original O-Net, for comparisons) and records each file's sha256
-in ``manifest.json``. ``fpnet`` (O-Net's weights for every layer they share, an untrained rotation head
-marked ``"pose": "untrained"``) is written only if missing or with ``--reset-fpnet``, so a trained FPNet
-is never replaced by accident.
+in ``manifest.json``. ``fpnet`` (the shipped recipe's architecture with O-Net's weights and an untrained
+pose part, marked ``"pose": "untrained"``) is written only if missing or with ``--reset-fpnet``, so a
+trained FPNet is never replaced by accident.
 """
 from __future__ import annotations
 
 import argparse
 import io
-import json
 import subprocess
 import sys
 import tempfile
@@ -20,10 +19,11 @@ import zipfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
-from facepose.nets import FPNet
-from facepose.weights import WEIGHTS_DIR, save_net, sha256_of
+from facepose.nets import ONet, PNet, RNet, create_last_stage
+from facepose.weights import WEIGHTS_DIR, save_net, update_manifest
+
+from .recipes import RECIPES
 
 # facenet-pytorch's layer names -> ours (same tensors, renamed heads)
 RENAME = {
@@ -52,14 +52,6 @@ def download_wheel(folder: Path) -> Path:
     return next(folder.glob("facenet_pytorch-2.6.0-*.whl"))
 
 
-def update_manifest(out: Path, names: list[str]) -> None:
-    manifest_path = out / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"files": {}}
-    for name in names:
-        manifest["files"][name] = sha256_of(out / name)
-    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--wheel", type=Path, help="facenet_pytorch-2.6.0 wheel (default: pip download it)")
@@ -74,16 +66,18 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     meta = {"source": "facenet-pytorch 2.6.0"}
     written = []
-    for name, state in states.items():
-        save_file(state, str(args.out / f"{name}.safetensors"), metadata=meta)
+    for name, net in (("pnet", PNet()), ("rnet", RNet()), ("onet", ONet())):
+        net.load_state_dict(states[name], strict=True)
+        save_net(net, args.out / f"{name}.safetensors", meta)
         written.append(f"{name}.safetensors")
 
     fpnet_path = args.out / "fpnet.safetensors"
     if args.reset_fpnet or not fpnet_path.exists():
         torch.manual_seed(0)
-        fpnet = FPNet()
+        shipped = RECIPES["shipped"]
+        fpnet = create_last_stage(shipped.arch, **shipped.sizes)
         missing, unexpected = fpnet.load_state_dict(states["onet"], strict=False)
-        assert set(missing) == {"rotation.weight", "rotation.bias"} and not unexpected, (missing, unexpected)
+        assert all(k.startswith(("rotation.", "pose_")) for k in missing) and not unexpected, (missing, unexpected)
         save_net(fpnet, fpnet_path, {**meta, "pose": "untrained"})
         written.append("fpnet.safetensors")
     update_manifest(args.out, written)

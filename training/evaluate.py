@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,50 +17,33 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from benchmarks.timing import seconds_per_input
 from facepose import FacePoseDetector
 from facepose.boxes import box_overlap, square
 from facepose.cascade import finish_crops, normalize, propose_and_refine
 from facepose.crops import cut_crops, integral_image
 from facepose.image import load_image
 from facepose.rotation import matrix_to_euler, sixd_to_matrix
-from facepose.weights import WEIGHTS_DIR, load_fpnet
+from facepose.weights import WEIGHTS_DIR, load_last_stage
 
-from .aflw2000 import DEFAULT_ROOT, crop_square, load_aflw2000, teacher_box
-from .sources import SHARED, read_wider_boxes
+from .aflw2000 import crop_square, load_aflw2000, teacher_box
+from .metrics import aflw2000_rows, angle_errors, ap_table, average_precision, pose_table, summary
+from .paths import AFLW2000, PHOTOS, WIDER_VAL
+from .sources import read_wider_boxes, small_faces
 from .teacher import find_whenet_h5, flip_averaged, load_whenet
 
-__all__ = ["angle_errors", "average_precision", "wider_crops", "wider_ap", "main"]
-
-
-def angle_errors(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
-    """``(N, 3)`` absolute errors in degrees (yaw wrapped to 180)."""
-    d = np.abs(pred - true)
-    d[:, 0] = np.minimum(d[:, 0], 360 - d[:, 0])
-    return d
-
-
-def summary(errors: np.ndarray) -> dict:
-    m = errors.mean(0) if len(errors) else np.full(3, np.nan)
-    return {"yaw": float(m[0]), "pitch": float(m[1]), "roll": float(m[2]), "mean": float(m.mean()), "faces": int(len(errors))}
-
-
-def lmk68_boxes(root: Path) -> dict[str, np.ndarray]:
-    import csv
-
-    with open(root / "labels.csv") as f:
-        return {r["image"]: np.array([float(r[f"lmk68_{k}"]) for k in ("x1", "y1", "x2", "y2")]) for r in csv.DictReader(f)}
+__all__ = ["evaluate_aflw2000", "wider_crops", "wider_ap", "speed", "markdown", "main"]
 
 
 def evaluate_aflw2000(detector: FacePoseDetector, fpnet, teacher, root: Path, limit: int | None) -> dict:
     samples = load_aflw2000(root)[:limit]
     truth = np.stack([s.angles for s in samples])
-    boxes68 = lmk68_boxes(root)
     e2e_pred, e2e_single, e2e_idx, crop_pred, teach_pred, teach_flip = [], [], [], [], [], []
     batch_t = []
     single = detector.replace(flip_pose=False)
     for i, s in enumerate(tqdm(samples, desc="AFLW2000", unit="img")):
         pixels = load_image(s.image)
-        gt = boxes68[s.image.name]
+        gt = s.box68
         faces = detector.detect(pixels)
         if faces:
             b = torch.tensor([f.box for f in faces])
@@ -105,37 +87,6 @@ def evaluate_aflw2000(detector: FacePoseDetector, fpnet, teacher, root: Path, li
     }
 
 
-def average_precision(dets: list[tuple[float, int, np.ndarray]], gts: dict[int, tuple[np.ndarray, np.ndarray]],
-                      iou_threshold: float = 0.5) -> float:
-    """VOC-style AP (all-point interpolation). ``dets``: (score, image, box); ``gts``: image -> (boxes, ignore).
-    A detection matching an ignored face counts neither way."""
-    n_pos = sum(int((~ig).sum()) for _, ig in gts.values())
-    used = {k: np.zeros(len(b), bool) for k, (b, _) in gts.items()}
-    tp, fp = [], []
-    for score, img, box in sorted(dets, key=lambda d: -d[0]):
-        boxes, ignore = gts[img]
-        if len(boxes):
-            iou = box_overlap(torch.tensor(box[None]).double(), torch.from_numpy(boxes).double())[0].numpy()
-            j = int(iou.argmax())
-            if iou[j] >= iou_threshold:
-                if ignore[j]:
-                    continue
-                if not used[img][j]:
-                    used[img][j] = True
-                    tp.append(1), fp.append(0)
-                    continue
-        tp.append(0), fp.append(1)
-    tp, fp = np.cumsum(tp), np.cumsum(fp)
-    recall = tp / max(n_pos, 1)
-    precision = tp / np.maximum(tp + fp, 1e-9)
-    mrec = np.concatenate([[0], recall, [1]])
-    mpre = np.concatenate([[0], precision, [0]])
-    for i in range(len(mpre) - 2, -1, -1):
-        mpre[i] = max(mpre[i], mpre[i + 1])
-    idx = np.flatnonzero(mrec[1:] != mrec[:-1])
-    return float(((mrec[idx + 1] - mrec[idx]) * mpre[idx + 1]).sum())
-
-
 @dataclass
 class WiderCrops:
     """What the last stage sees on WIDER FACE val: per image, R-Net's boxes and their 48x48 crops, and
@@ -152,11 +103,9 @@ def wider_crops(detector: FacePoseDetector, root: Path, limit: int | None, min_f
     pnet, rnet, _ = detector.nets
     proposals, truth = [], {}
     for i, (name, (boxes, invalid)) in enumerate(tqdm(gt, desc="WIDER val (P-Net, R-Net)", unit="img")):
-        small = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) < min_face
-        truth[i] = (boxes, invalid | small)
+        truth[i] = (boxes, invalid | small_faces(boxes, min_face))
         image = torch.from_numpy(load_image(root / "images" / name)).permute(2, 0, 1)[None].float()
-        ii, found = propose_and_refine(pnet, rnet, image, detector.min_face_size, detector.factor,
-                                       detector.thresholds, detector.nms_thresholds)
+        ii, found = propose_and_refine(pnet, rnet, image, detector.config)
         crops, valid = cut_crops(ii, found.boxes, 48)
         proposals.append((found.boxes[valid], normalize(crops).to(torch.float16)))  # half the memory
     return WiderCrops(proposals, truth)
@@ -182,15 +131,7 @@ def speed(weights: Path, photos: Path, repeats: int = 2) -> dict:
     arrays = [load_image(p) for p in files]
     out = {}
     for name, w in (("fpnet", weights), ("onet", WEIGHTS_DIR / "onet.safetensors")):
-        det = FacePoseDetector(weights=w)
-        det.detect(arrays[0])
-        runs = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            for a in arrays:
-                det.detect(a)
-            runs.append((time.perf_counter() - t) / len(arrays))
-        out[f"{name}_s_per_image"] = min(runs)
+        out[f"{name}_s_per_image"] = seconds_per_input(FacePoseDetector(weights=w).detect, arrays, repeats)
     out["pose_overhead"] = out["fpnet_s_per_image"] / out["onet_s_per_image"] - 1
     return out
 
@@ -219,24 +160,14 @@ def plot(per_face: dict, path: Path) -> None:
 
 
 def markdown(m: dict) -> str:
-    a = m["aflw2000"]
-    rows = [("FPNet, end to end (detected faces)", a["end_to_end"]),
-            ("FPNet, end to end, without flip averaging", a["end_to_end_without_flip"]),
-            ("FPNet on ground-truth crops", a["fpnet_on_ground_truth_crops"]),
-            ("WHENet teacher, same detected faces", a["teacher_on_detected"]),
-            ("WHENet teacher, all faces", a["teacher"]),
-            ("WHENet teacher + flip averaging, all faces", a["teacher_flip_averaged"])]
+    a, w, s = m["aflw2000"], m["wider_val"], m["speed"]
     lines = [f"### Head pose on AFLW2000 ({a['faces']} faces, detected: {100 * a['detected_share']:.1f}%)", "",
-             "| model | yaw | pitch | roll | mean | faces |", "|---|---|---|---|---|---|"]
-    lines += [f"| {n} | {r['yaw']:.2f} | {r['pitch']:.2f} | {r['roll']:.2f} | **{r['mean']:.2f}** | {r['faces']} |" for n, r in rows]
-    w = m["wider_val"]
-    lines += ["", f"### Detection on WIDER FACE val ({w['images']} images, {w['faces']} faces of 20 px or more)", "",
-              "| last stage | AP at IoU 0.5 |", "|---|---|",
-              f"| FPNet | {w['fpnet']['ap50']:.4f} |", f"| original O-Net | {w['onet']['ap50']:.4f} |"]
-    s = m["speed"]
-    lines += ["", "### Size and speed", "", f"- FPNet weights: {m['fpnet_bytes'] / 1e6:.2f} MB",
-              f"- detector with FPNet: {1000 * s['fpnet_s_per_image']:.0f} ms per photo, with O-Net: "
-              f"{1000 * s['onet_s_per_image']:.0f} ms (pose adds {100 * s['pose_overhead']:.1f}%)"]
+             pose_table(aflw2000_rows(a)), "",
+             f"### Detection on WIDER FACE val ({w['images']} images, {w['faces']} faces of 20 px or more)", "",
+             ap_table([("FPNet", w["fpnet"]["ap50"]), ("original O-Net", w["onet"]["ap50"])]), "",
+             "### Size and speed", "", f"- FPNet weights: {m['fpnet_bytes'] / 1e6:.2f} MB",
+             f"- detector with FPNet: {1000 * s['fpnet_s_per_image']:.0f} ms per photo, with O-Net: "
+             f"{1000 * s['onet_s_per_image']:.0f} ms (pose adds {100 * s['pose_overhead']:.1f}%)"]
     return "\n".join(lines) + "\n"
 
 
@@ -244,14 +175,14 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--weights", type=Path, default=WEIGHTS_DIR / "fpnet.safetensors")
     p.add_argument("--out", type=Path, default=Path("runs/eval"))
-    p.add_argument("--aflw2000", type=Path, default=DEFAULT_ROOT)
-    p.add_argument("--wider-val", type=Path, default=SHARED / "wider" / "val")
-    p.add_argument("--photos", type=Path, default=SHARED / "photos")
+    p.add_argument("--aflw2000", type=Path, default=AFLW2000)
+    p.add_argument("--wider-val", type=Path, default=WIDER_VAL)
+    p.add_argument("--photos", type=Path, default=PHOTOS)
     p.add_argument("--teacher", type=Path, default=None)
     p.add_argument("--limit", type=int, default=None, help="at most this many images per benchmark")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    fpnet, pose = load_fpnet(args.weights)
+    fpnet, pose = load_last_stage(args.weights)
     if not pose:
         raise SystemExit(f"{args.weights} has no trained pose head")
     detector = FacePoseDetector(weights=args.weights)
@@ -260,7 +191,7 @@ def main(argv: list[str] | None = None) -> dict:
     metrics["aflw2000"] = evaluate_aflw2000(detector, fpnet, teacher, args.aflw2000, args.limit)
     per_face = metrics["aflw2000"].pop("_per_face")
     plot(per_face, args.out / "pose_error_vs_yaw.png")
-    metrics["wider_val"] = wider_ap({"fpnet": fpnet, "onet": load_fpnet(WEIGHTS_DIR / "onet.safetensors")[0]},
+    metrics["wider_val"] = wider_ap({"fpnet": fpnet, "onet": load_last_stage(WEIGHTS_DIR / "onet.safetensors")[0]},
                                     wider_crops(detector, args.wider_val, args.limit))
     metrics["speed"] = speed(args.weights, args.photos)
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=1))

@@ -8,7 +8,8 @@ import argparse
 import json
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from .metrics import aflw2000_rows, ap_table, pose_table
+from .paths import REPO
 
 
 def model_index(m: dict) -> str:
@@ -28,10 +29,10 @@ def model_index(m: dict) -> str:
 
 
 def architecture(n_bytes: int, recipe: dict) -> str:
-    if recipe.get("freeze_detection") == "True":
-        hidden, channels = recipe.get("pose_hidden", "?"), recipe.get("pose_channels", "0")
-        branch = (f"a 2x2 convolution of its own ({channels} maps) over O-Net's third pooling, {hidden} dense units"
-                  if channels not in ("0", "None") else f"{hidden} dense units on O-Net's conv4 features")
+    if recipe.get("arch") == "fpnet_branch":
+        sizes = recipe.get("sizes", {})
+        branch = (f"a 2x2 convolution of its own ({sizes.get('pose_channels')} maps) over O-Net's third pooling, "
+                  f"{sizes.get('pose_hidden')} dense units")
         return f"""FPNet is the last stage of FacePose's face detector: MTCNN's O-Net, unchanged (conv 32-64-64-128, dense 256,
 PReLU; face score, box and landmark heads), plus a pose part: {branch}, and a
 rotation head that reads them together with O-Net's 256 dense units and regresses the head's rotation as two
@@ -49,14 +50,14 @@ bachelor thesis (Kyiv); this is an independent reimplementation."""
 
 
 def training_targets(recipe: dict) -> str:
-    if recipe.get("freeze_detection") == "True":
+    if not recipe.get("train_detection", True):
         jitter = " crop jitter (small shifts and zooms)," if float(recipe.get("jitter", 0)) else ""
         return ("Only the pose part learned, from the positives with a teacher rotation (the\n  other samples "
-                f"serve the shared-trunk variant below);{jitter} photometric augmentation and low\n  resolution on "
-                f"{100 * float(recipe.get('augment', 0)):.0f}% of the crops, mirrored copies with mirrored labels at random.")
-    scores = " and face scores" if float(recipe.get("distill_weight", 0)) else ""
-    return (f"The original O-Net's landmarks{scores} serve as targets\n  so that detection stays as good as "
-            "O-Net's. Mirrored copies with mirrored labels at random.")
+                f"serve the thesis recipe, which trains the whole network);{jitter} photometric augmentation and low\n"
+                f"  resolution on {100 * float(recipe.get('augment', 0)):.0f}% of the crops, mirrored copies with "
+                "mirrored labels at random.")
+    return ("Face cross-entropy on the IoU labels, box and rotation regression; mirrored copies with\n  mirrored "
+            "labels at random.")
 
 
 def variant_section(m: dict) -> str:
@@ -64,21 +65,22 @@ def variant_section(m: dict) -> str:
     if not v:
         return ""
     a, w = v["aflw2000"], v["wider_val"]
+    shipped = f"{m['aflw2000']['end_to_end']['mean']:.2f} / {m['aflw2000']['end_to_end_without_flip']['mean']:.2f}"
+    shared = f"{a['end_to_end']['mean']:.2f} / {a['end_to_end_without_flip']['mean']:.2f}"
     return f"""### Why O-Net is frozen: the thesis' shared-trunk FPNet
 
 {v['note']}
 
 | FPNet | AFLW2000 end to end, mean (flip-averaged / single crop) | WIDER val AP at IoU 0.5 | O-Net's AP |
 |---|---|---|---|
-| O-Net frozen + pose branch (shipped) | {m['aflw2000']['end_to_end']['mean']:.2f} / {m['aflw2000']['end_to_end_without_flip']['mean']:.2f} | {m['wider_val']['fpnet']['ap50']:.4f} | {m['wider_val']['onet']['ap50']:.4f} |
-| shared trunk, all of it trained | {a['end_to_end']['mean']:.2f} / {a['end_to_end_without_flip']['mean']:.2f} | {w['fpnet']['ap50']:.4f} | {w['onet']['ap50']:.4f} |
+| O-Net frozen + pose branch (shipped) | {shipped} | {m['wider_val']['fpnet']['ap50']:.4f} | {m['wider_val']['onet']['ap50']:.4f} |
+| shared trunk, all of it trained | {shared} | {w['fpnet']['ap50']:.4f} | {w['onet']['ap50']:.4f} |
 
 """
 
 
 def render(m: dict, recipe: dict) -> str:
     a, w, s = m["aflw2000"], m["wider_val"], m["speed"]
-    table = lambda r: f"{r['yaw']:.2f} | {r['pitch']:.2f} | {r['roll']:.2f} | **{r['mean']:.2f}**"  # noqa: E731
     return f"""---
 license: mit
 library_name: facepose
@@ -126,7 +128,7 @@ face is and how it is turned; it knows nothing of who it is.
   face; part faces (0.4-0.65) train box regression only; negatives come from outside faces and from inside
   faces (around the eyes) at about 2:1. {training_targets(recipe)}
   AFLW2000 and WIDER FACE val were never used for training.
-- **Recipe:** {recipe.get('summary', '')}
+- **Recipe** (`{recipe.get('name', 'shipped')}` in `training/recipes.py`): {recipe.get('summary', '')}
 
 ## Evaluation
 
@@ -136,23 +138,13 @@ The whole cascade runs on each image; {100 * a['detected_share']:.1f}% of the fa
 measured on those. By default each face's rotation is averaged with the one FPNet finds in the mirrored crop
 (`flip_pose=True`: one more pass of FPNet over the found faces only). Mean absolute error in degrees:
 
-| model | yaw | pitch | roll | mean |
-|---|---|---|---|---|
-| FacePose FPNet, end to end | {table(a['end_to_end'])} |
-| FacePose FPNet, end to end, without flip averaging | {table(a['end_to_end_without_flip'])} |
-| FPNet on crops from the ground-truth boxes | {table(a['fpnet_on_ground_truth_crops'])} |
-| WHENet teacher on the same detected faces | {table(a['teacher_on_detected'])} |
-| WHENet teacher, all faces | {table(a['teacher'])} |
-| WHENet teacher with flip averaging, all faces | {table(a['teacher_flip_averaged'])} |
+{pose_table(aflw2000_rows(a))}
 
 ![pose error against yaw](pose_error_vs_yaw.png)
 
 ### Detection on WIDER FACE val ({w['images']} images, {w['faces']} faces of 20 px or more; smaller faces ignored)
 
-| last stage | AP at IoU 0.5 |
-|---|---|
-| FPNet | {w['fpnet']['ap50']:.4f} |
-| original O-Net (MTCNN) | {w['onet']['ap50']:.4f} |
+{ap_table([("FPNet", w["fpnet"]["ap50"]), ("original O-Net (MTCNN)", w["onet"]["ap50"])])}
 
 {variant_section(m)}### Speed (2-core CPU, the 24 photos of `../shared/data/photos`, 115 px to 1280 px wide)
 

@@ -10,21 +10,17 @@ import torch
 
 from facepose.rotation import matrix_to_sixd, mirror_matrix, sixd_to_matrix
 
-from .build_dataset import KIND
+__all__ = ["KIND", "Samples", "load_samples", "mirror_batch", "epoch_indices"]
 
-__all__ = ["Samples", "load_samples", "mirror_batch", "epoch_indices"]
-
-# landmark order: left eye, right eye, nose, mouth left, mouth right (as displayed); x's then y's
-_MIRROR_MARKS = [1, 0, 2, 4, 3]
+# what a sample is, by IoU of its crop's box with the nearest true face (see build_dataset)
+KIND = {"negative": 0, "positive": 1, "part": 2, "inside": 3}
 
 
 @dataclass
 class Samples:
     crops: torch.Tensor  # (N, 48, 48, 3) uint8
-    kind: torch.Tensor  # (N,) int8, see build_dataset.KIND
+    kind: torch.Tensor  # (N,) int8, see KIND
     box: torch.Tensor  # (N, 4) regression targets
-    marks: torch.Tensor  # (N, 10) O-Net's landmarks (distillation target)
-    onet_score: torch.Tensor  # (N,) O-Net's face probability
     sixd: torch.Tensor  # (N, 6) teacher rotation, 6D
     angles: torch.Tensor  # (N, 3) teacher yaw, pitch, roll (nan without pose)
     has_pose: torch.Tensor  # (N,) bool
@@ -32,7 +28,7 @@ class Samples:
     def __len__(self) -> int:
         return len(self.kind)
 
-    def subset(self, idx: torch.Tensor) -> "Samples":
+    def subset(self, idx: torch.Tensor) -> Samples:
         return Samples(*(getattr(self, f)[idx] for f in self.__dataclass_fields__))
 
 
@@ -44,26 +40,24 @@ def load_samples(folder: Path | str, split: str) -> Samples:
     for name, info in sorted(manifest["shards"].items()):
         if info["split"] == split and info.get("samples", 0) > 0:
             with np.load(folder / "shards" / f"{name}.npz") as z:
-                parts.append({k: z[k] for k in z.files})
+                parts.append({k: z[k] for k in Samples.__dataclass_fields__})
     if not parts:
         raise FileNotFoundError(f"no {split} shards in {folder}; run python -m training.build_dataset first")
     cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     return Samples(*(torch.from_numpy(cat[f]) for f in Samples.__dataclass_fields__))
 
 
-def mirror_batch(crops: torch.Tensor, box: torch.Tensor, marks: torch.Tensor, sixd: torch.Tensor, flip: torch.Tensor):
-    """Mirror the samples where ``flip`` (N,) is true: crops ``(N, 3, 48, 48)``, box offsets (x1 and x2
-    swap and change sign), landmarks (x -> 1 - x, left and right swap), rotations (yaw, roll change sign)."""
+def mirror_batch(crops: torch.Tensor, box: torch.Tensor, sixd: torch.Tensor,
+                 flip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mirror the samples where ``flip`` (N,) is true: crops ``(N, 3, 48, 48)``, box offsets ``(N, 4)``
+    (x1 and x2 swap and change sign), rotations ``(N, 6)`` (yaw and roll change sign)."""
     if not flip.any():
-        return crops, box, marks, sixd
+        return crops, box, sixd
     f = flip[:, None]
     crops = torch.where(flip[:, None, None, None], crops.flip(-1), crops)
     box = torch.where(f, torch.stack((-box[:, 2], box[:, 1], -box[:, 0], box[:, 3]), 1), box)
-    mx, my = marks[:, :5], marks[:, 5:]
-    mirrored = torch.cat((1 - mx[:, _MIRROR_MARKS], my[:, _MIRROR_MARKS]), 1)
-    marks = torch.where(f, mirrored, marks)
     sixd = torch.where(f, matrix_to_sixd(mirror_matrix(sixd_to_matrix(sixd))), sixd)
-    return crops, box, marks, sixd
+    return crops, box, sixd
 
 
 def epoch_indices(samples: Samples, generator: torch.Generator, negatives_per_positive: float = 1.5,

@@ -1,8 +1,8 @@
 """Make a trained FPNet the package's default: copy its weights, metrics and plot into ``facepose/data``
 and record the new sha256 in ``manifest.json``.
 
-    python -m training.ship runs/fpnet/best.safetensors runs/eval [--recipe "..."] [--train-args FILE]
-                            [--variant-eval DIR --variant-note "..."]
+    python -m training.ship runs/fpnet/best.safetensors runs/eval [--train-args runs/fpnet/args.json]
+                            [--summary "..."] [--variant-eval DIR --variant-note "..."]
 """
 from __future__ import annotations
 
@@ -11,28 +11,28 @@ import json
 import shutil
 from pathlib import Path
 
-from facepose.weights import WEIGHTS_DIR, load_fpnet
-
-from .convert_mtcnn import update_manifest
+from facepose.weights import WEIGHTS_DIR, load_last_stage, update_manifest
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("weights", type=Path, help="trained FPNet (.safetensors, pose=trained)")
     p.add_argument("eval_dir", type=Path, help="output folder of python -m training.evaluate for these weights")
-    p.add_argument("--recipe", default="", help="one line on how it was trained, for the model card")
-    p.add_argument("--train-args", type=Path, default=None, help="args.json of the training run")
+    p.add_argument("--train-args", type=Path, default=None,
+                   help="args.json of the training run: its recipe goes to the model card")
+    p.add_argument("--summary", default=None, help="how it was trained, for the model card (default: the recipe's)")
     p.add_argument("--variant-eval", type=Path, default=None,
                    help="evaluate output of an alternative FPNet, compared on the model card")
     p.add_argument("--variant-note", default="", help="what that alternative is, for the model card")
     args = p.parse_args(argv)
-    _, pose = load_fpnet(args.weights)
+    _, pose = load_last_stage(args.weights)
     if not pose:
         raise SystemExit(f"{args.weights} has no trained pose head")
     metrics = json.loads((args.eval_dir / "metrics.json").read_text())
-    metrics["recipe"] = {"summary": args.recipe}
-    if args.train_args:
-        metrics["recipe"].update(json.loads(args.train_args.read_text()))
+    run = json.loads(args.train_args.read_text()) if args.train_args else {}
+    metrics["recipe"] = {**run.get("recipe", {}), "seed": run.get("seed"), "threads": run.get("threads")}
+    if args.summary:
+        metrics["recipe"]["summary"] = args.summary
     if args.variant_eval:
         variant = json.loads((args.variant_eval / "metrics.json").read_text())
         metrics["variant"] = {"note": args.variant_note, "aflw2000": variant["aflw2000"], "wider_val": variant["wider_val"]}

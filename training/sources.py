@@ -6,19 +6,18 @@ the box the teacher should see. Never point a source at AFLW2000 or WIDER FACE v
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
 from facepose.image import ImageError, load_image
 
-from .aflw2000 import hopenet_box
+from .aflw2000 import teacher_box
+from .paths import AFLW_FACES, WIDER_TRAIN
 
-__all__ = ["Photo", "aflw_faces", "wider_face", "celeba", "read_wider_boxes"]
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+__all__ = ["Photo", "aflw_faces", "wider_face", "celeba", "read_wider_boxes", "small_faces"]
 
 
 @dataclass
@@ -26,11 +25,11 @@ class Photo:
     key: str  # unique id, used for caching and the train/val split
     pixels: np.ndarray  # (H, W, 3) uint8 RGB
     boxes: np.ndarray  # (F, 4) true faces, x1 y1 x2 y2
-    teacher_boxes: list = field(default_factory=list)  # per face: Hopenet-style crop box, or None
+    teacher_boxes: list = field(default_factory=list)  # per face: the teacher's crop box (aflw2000.teacher_box), or None
     ignore: np.ndarray | None = None  # (F,) bool: faces too small/invalid to learn from
 
 
-def aflw_faces(root: Path | str = SHARED / "aflw_faces", margin: int = 40, limit: int | None = None) -> Iterator[Photo]:
+def aflw_faces(root: Path | str = AFLW_FACES, margin: int = 40, limit: int | None = None) -> Iterator[Photo]:
     """AFLW face crops (120x120, one face each) on a canvas grown by ``margin`` pixels of edge
     replication, so the cascade sees the face whole. The face box is unknown (``boxes`` is empty and
     filled in by the builder from O-Net or the landmarks); the teacher's box comes from the visible
@@ -47,8 +46,14 @@ def aflw_faces(root: Path | str = SHARED / "aflw_faces", margin: int = 40, limit
         if len(pts) < 3:
             continue
         padded = np.pad(pixels, ((margin, margin), (margin, margin), (0, 0)), mode="edge")
-        box = np.array(hopenet_box(pts)) + margin
+        box = np.array(teacher_box(pts)) + margin
         yield Photo(f"aflw/{row['image']}", padded, np.zeros((0, 4)), [tuple(box)], None)
+
+
+def small_faces(boxes: np.ndarray, min_face: float) -> np.ndarray:
+    """``(F, 4)`` boxes -> ``(F,)`` bool: faces whose shorter side is under ``min_face`` pixels, too small to
+    learn from or to count in evaluation (neither positives nor negatives)."""
+    return np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) < min_face
 
 
 def read_wider_boxes(gt_file: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -65,7 +70,7 @@ def read_wider_boxes(gt_file: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def wider_face(root: Path | str = SHARED / "wider" / "train", gt_name: str | None = None, min_face: float = 20,
+def wider_face(root: Path | str = WIDER_TRAIN, gt_name: str | None = None, min_face: float = 20,
                limit: int | None = None) -> Iterator[Photo]:
     """A folder in WIDER FACE layout (``images/`` plus ``wider_face_*_bbx_gt.txt``). Faces smaller than
     ``min_face`` pixels or marked invalid are kept as ``ignore`` (not negatives, not positives)."""
@@ -76,8 +81,7 @@ def wider_face(root: Path | str = SHARED / "wider" / "train", gt_name: str | Non
             pixels = load_image(root / "images" / name)
         except ImageError:
             continue
-        small = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) < min_face
-        yield Photo(f"wider/{name}", pixels, boxes, [None] * len(boxes), invalid | small)
+        yield Photo(f"wider/{name}", pixels, boxes, [None] * len(boxes), invalid | small_faces(boxes, min_face))
 
 
 def celeba(root: Path | str, limit: int | None = None) -> Iterator[Photo]:

@@ -1,0 +1,113 @@
+"""Each stage of the cascade on its own, on a real photo: P-Net proposals, R-Net refinement, the last
+stage, and flip averaging of the pose."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from facepose import DetectorConfig, load_image
+from facepose.cascade import finish, finish_crops, normalize, propose, propose_and_refine, refine, run_cascade
+from facepose.crops import cut_crops, integral_image
+from facepose.rotation import geodesic_distance, mirror_matrix
+
+from .conftest import PHOTOS, needs_photos
+
+CLASS_PHOTO = "nasa_astronaut_class_photo_b.png"  # 8 faces
+
+
+@pytest.fixture(scope="module")
+def image() -> torch.Tensor:
+    if not PHOTOS.is_dir():
+        pytest.skip("../shared/data/photos is not here")
+    return torch.from_numpy(load_image(PHOTOS / CLASS_PHOTO).copy()).permute(2, 0, 1)[None].float()
+
+
+@pytest.fixture(scope="module")
+def nets(detector):
+    return detector.nets
+
+
+def is_square(boxes: torch.Tensor) -> bool:
+    return torch.allclose(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1], atol=1e-3)
+
+
+def test_normalize_is_mtcnns_range_and_leaves_its_input_alone():
+    pixels = torch.tensor([0.0, 127.5, 255.0])
+    assert normalize(pixels).tolist() == [-127.5 / 128, 0.0, 127.5 / 128]
+    assert pixels.tolist() == [0.0, 127.5, 255.0]
+
+
+@needs_photos
+def test_propose_gives_many_squared_candidates_above_the_threshold(nets, image):
+    before = image.clone()
+    p = propose(nets.pnet, image, 20, 0.709, 0.6)
+    assert torch.equal(image, before)  # the image is not modified
+    assert len(p) > 50 and p.boxes.shape == (len(p), 4) and is_square(p.boxes)
+    assert bool((p.scores >= 0.6).all())
+    strict = propose(nets.pnet, image, 20, 0.709, 0.95)
+    assert 0 < len(strict) < len(p)
+    assert len(propose(nets.pnet, image, 200, 0.709, 0.6)) < len(p)  # large faces only: fewer levels
+
+
+@needs_photos
+def test_propose_finds_nothing_in_a_flat_image(nets):
+    assert len(propose(nets.pnet, torch.full((1, 3, 200, 300), 128.0), 20, 0.709, 0.6)) == 0
+
+
+@needs_photos
+def test_refine_keeps_fewer_squared_boxes_above_its_threshold(nets, image):
+    p = propose(nets.pnet, image, 20, 0.709, 0.6)
+    ii = integral_image(image[0])
+    r = refine(nets.rnet, ii, p, 0.7)
+    assert 8 <= len(r) < len(p) and is_square(r.boxes) and bool((r.scores > 0.7).all())
+    assert len(refine(nets.rnet, ii, p, 0.99)) < len(r)
+    assert len(refine(nets.rnet, ii, p[:0] if hasattr(p, "__getitem__") else type(p)(p.boxes[:0], p.scores[:0]), 0.7)) == 0
+
+
+@needs_photos
+def test_finish_keeps_faces_with_landmarks_inside_and_a_rotation(nets, image):
+    ii, r = propose_and_refine(nets.pnet, nets.rnet, image, DetectorConfig())
+    d = finish(nets.fpnet, ii, r, 0.7)
+    assert len(d.boxes) == 8 and bool((d.scores > 0.7).all())
+    assert d.landmarks.shape == (8, 5, 2) and d.rotations.shape == (8, 3, 3)
+    x, y = d.landmarks[..., 0], d.landmarks[..., 1]
+    assert bool(((x >= d.boxes[:, None, 0]) & (x <= d.boxes[:, None, 2])).all())
+    assert bool(((y >= d.boxes[:, None, 1]) & (y <= d.boxes[:, None, 3])).all())
+    eye = torch.eye(3).expand(8, 3, 3)
+    assert torch.allclose(d.rotations @ d.rotations.transpose(1, 2), eye, atol=1e-5)
+    assert torch.allclose(torch.linalg.det(d.rotations), torch.ones(8), atol=1e-5)
+    none = finish(nets.fpnet, ii, type(r)(r.boxes[:0], r.scores[:0]), 0.7)
+    assert none.boxes.shape == (0, 4) and none.rotations.shape == (0, 3, 3)
+
+
+@needs_photos
+def test_flip_averaging_is_symmetric_and_moves_pose_only(nets, image):
+    """Flip averaging leaves boxes, scores and landmarks alone, changes the rotation a little, and is
+    exactly mirror-symmetric: the averaged pose of a mirrored crop is the mirrored averaged pose."""
+    ii, r = propose_and_refine(nets.pnet, nets.rnet, image, DetectorConfig())
+    crops, valid = cut_crops(ii, r.boxes, 48)
+    crops = normalize(crops)
+    single = finish_crops(nets.fpnet, r.boxes[valid], crops, 0.7)
+    flipped = finish_crops(nets.fpnet, r.boxes[valid], crops, 0.7, flip_pose=True)
+    assert torch.equal(single.boxes, flipped.boxes) and torch.equal(single.scores, flipped.scores)
+    assert torch.equal(single.landmarks, flipped.landmarks)
+    moved = torch.rad2deg(geodesic_distance(single.rotations, flipped.rotations))
+    assert bool((moved < 15).all()) and bool((moved > 0).any())
+    # each face crop alone, and its mirror image: the averaged rotations are mirror images of each other
+    faces = torch.nonzero(torch.softmax(nets.fpnet(crops).face_logits, 1)[:, 1] > 0.7).flatten()[:8]
+    assert len(faces) >= 8
+    for k in faces.tolist():
+        box = r.boxes[valid][k:k + 1]
+        direct = finish_crops(nets.fpnet, box, crops[k:k + 1], 0.0, flip_pose=True).rotations
+        mirrored = finish_crops(nets.fpnet, box, crops[k:k + 1].flip(-1), 0.0, flip_pose=True).rotations
+        assert torch.allclose(mirror_matrix(direct), mirrored, atol=1e-5)
+
+
+@needs_photos
+def test_run_cascade_is_the_three_stages(nets, image, detector):
+    config = DetectorConfig()
+    d = run_cascade(nets, image, config)
+    faces = detector.detect(PHOTOS / CLASS_PHOTO)
+    assert d.boxes.tolist() == [list(f.box) for f in faces]
+    off = run_cascade(nets, image, config, flip_pose=False)
+    assert torch.equal(off.boxes, d.boxes) and not torch.equal(off.rotations, d.rotations)

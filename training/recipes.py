@@ -1,0 +1,97 @@
+"""The two ways FPNet is trained, kept as data: ``RECIPES["shipped"]`` and ``RECIPES["thesis"]``.
+
+``python -m training.train`` runs the shipped recipe, ``--recipe thesis`` the other. Nothing else about
+how a network learns is a command-line flag: a new recipe is a new entry here.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+__all__ = ["Recipe", "RECIPES"]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one FPNet is trained.
+
+    Attributes:
+        name: the key in ``RECIPES``.
+        summary: one paragraph for the model card.
+        arch: the last-stage architecture (``facepose.nets.ARCHITECTURES``): ``fpnet`` or ``fpnet_branch``.
+        sizes: its sizes (``fpnet_branch``: ``pose_channels``, ``pose_hidden``).
+        init: ``onet`` (MTCNN's O-Net weights, rotation part random) or ``scratch`` (all random).
+        train_detection: True: the whole network learns face score (cross-entropy on IoU labels, with
+            ``mining``), box regression (L2) and rotation; False: O-Net stays frozen and only the rotation
+            part learns, from the positives that carry a teacher rotation.
+        rotation_loss: ``l2`` on the 6D vectors or ``geodesic`` (angle between rotation matrices).
+        mining: ``middle60`` keeps the middle 60% of each batch by face loss (the thesis), ``none`` all.
+        negatives_per_positive: negatives drawn per positive each epoch (outside and inside faces, 2:1).
+        mirror: random horizontal mirroring with mirrored labels.
+        jitter: crop shifts (6% of the side) and zooms (8%) times this (0: off); moves the face in the crop,
+            so only where no box is learned.
+        augment: share of crops given photometric augmentation and low resolution.
+    """
+
+    name: str
+    summary: str
+    arch: str
+    sizes: dict[str, int] = field(default_factory=dict)
+    init: str = "scratch"
+    train_detection: bool = True
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 0.01
+    lr_decay: float = 0.83
+    dropout: float = 0.25
+    rotation_loss: str = "l2"
+    mining: str = "middle60"
+    negatives_per_positive: float = 1.5
+    mirror: bool = True
+    jitter: float = 0.0
+    augment: float = 0.0
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.arch in ("fpnet", "fpnet_branch"), f"arch must be fpnet or fpnet_branch, not {self.arch!r}"),
+            (self.init in ("onet", "scratch"), f"init must be onet or scratch, not {self.init!r}"),
+            (self.train_detection or self.init == "onet", "a frozen O-Net needs its weights: init='onet'"),
+            (not (self.jitter and self.train_detection), "jitter moves the face in the crop: only with O-Net frozen"),
+            (self.rotation_loss in ("l2", "geodesic"), f"rotation_loss must be l2 or geodesic, not {self.rotation_loss!r}"),
+            (self.mining in ("middle60", "none"), f"mining must be middle60 or none, not {self.mining!r}"),
+            (self.epochs > 0 and self.batch_size > 0 and self.lr > 0, "epochs, batch_size and lr must be positive"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"recipe {self.name!r}: {message}")
+
+    def replace(self, **changes) -> Recipe:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+RECIPES: dict[str, Recipe] = {r.name: r for r in (
+    Recipe(
+        name="shipped",
+        summary="O-Net frozen: its convolutions, dense layer and score, box and landmark heads keep MTCNN's "
+        "weights. Trained: the pose branch (a 2x2 convolution with 64 maps over O-Net's third pooling, 96 dense "
+        "units, PReLU) and the rotation head, which reads those and O-Net's 256 dense units. 20 epochs of Adam "
+        "(lr 0.001 x 0.83 per epoch, batch 64, dropout 0.1; the best epoch by validation pose error against the "
+        "teacher is kept) on the positives that carry a teacher rotation, geodesic loss to the teacher's "
+        "flip-averaged rotation; random mirroring, crop jitter (shifts up to 12% of the side, zooms +-16%: "
+        "R-Net's boxes vary around a face), photometric augmentation and low resolution on 30% of the crops.",
+        arch="fpnet_branch", sizes={"pose_channels": 64, "pose_hidden": 96}, init="onet", train_detection=False,
+        epochs=20, lr=0.001, dropout=0.1, rotation_loss="geodesic", mining="none", negatives_per_positive=0.0,
+        jitter=2.0, augment=0.3,
+    ),
+    Recipe(
+        name="thesis",
+        summary="The thesis' own: the whole network (O-Net with the rotation as a fourth output of its last "
+        "layer) trained from random weights with face cross-entropy on IoU labels, box and rotation L2 (on the "
+        "6D vectors), middle-60% sample mining, Adam lr 0.01 x 0.83 per epoch, batch 64, 30 epochs, dropout "
+        "0.25, random mirroring.",
+        arch="fpnet",
+    ),
+)}
