@@ -27,6 +27,7 @@ __all__ = [
     "geodesic_distance",
     "mirror_matrix",
     "mirror_euler",
+    "mean_rotation",
 ]
 
 
@@ -173,3 +174,26 @@ def mirror_euler(angles: torch.Tensor) -> torch.Tensor:
     tensor([-30., -20., -10.])
     """
     return angles * torch.tensor([-1.0, 1.0, -1.0], dtype=angles.dtype, device=angles.device)
+
+
+def mean_rotation(rotations: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """The chordal mean of rotations: the (weighted) sum of the matrices projected onto SO(3) by SVD.
+
+    Args:
+        rotations: ``(..., K, 3, 3)``, K rotations to average.
+        weights: ``(..., K)`` non-negative weights (default: equal).
+    Returns:
+        ``(..., 3, 3)``: the rotation nearest (Frobenius) to the weighted sum.
+
+    >>> a = euler_to_matrix(torch.tensor(20.0), torch.tensor(0.0), torch.tensor(0.0))
+    >>> b = euler_to_matrix(torch.tensor(-10.0), torch.tensor(0.0), torch.tensor(0.0))
+    >>> matrix_to_euler(mean_rotation(torch.stack((a, b)))).round(decimals=4)
+    tensor([5., 0., 0.])
+    """
+    if weights is not None:
+        rotations = rotations * weights[..., None, None]
+    u, _, vt = torch.linalg.svd(rotations.sum(-3))
+    d = torch.sign(torch.linalg.det(u @ vt))
+    fix = torch.ones(*d.shape, 3, dtype=rotations.dtype, device=rotations.device)
+    fix[..., 2] = d
+    return (u * fix[..., None, :]) @ vt

@@ -29,12 +29,14 @@ from facepose.boxes import box_overlap
 from facepose.cascade import finish_crops, normalize, propose_and_refine
 from facepose.config import DetectorConfig
 from facepose.crops import crops_to_uint8, cut_crops, integral_image
-from facepose.rotation import euler_to_matrix, matrix_to_sixd
+from facepose.rotation import matrix_to_euler, matrix_to_sixd
 from facepose.weights import WEIGHTS_DIR, load_last_stage, load_pnet, load_rnet
 
 from . import sources
 from .aflw2000 import crop_square
-from .paths import AFLW_FACES, WIDER_TRAIN
+from .labels import TEACHERS, teacher_labels
+from .mediapipe_teacher import FaceMeshTeacher, square_context
+from .paths import AFLW_FACES, AFLW_FACES_EXTRA, WIDER_TRAIN
 from .samples import KIND
 from .teacher import find_whenet_h5, flip_averaged, load_whenet
 
@@ -43,6 +45,7 @@ POS_IOU, PART_IOU, NEG_IOU = 0.65, 0.4, 0.3
 # Median box of the teacher crop relative to O-Net's face box (x1, y1, x2, y2 offsets in units of the
 # box's width/height), measured on AFLW face crops; recomputed by each build and stored in the manifest.
 DEFAULT_TEACHER_BOX = (-0.25, -0.3, 0.25, 0.05)
+MESH_SIZE = 256  # Face Mesh sees a square of 1.6 times the teacher box, resized to this
 
 
 def is_validation(key: str, every: int = 20) -> bool:
@@ -135,13 +138,22 @@ def offsets_to(boxes: np.ndarray, targets: np.ndarray) -> np.ndarray:
 
 
 class Builder:
-    def __init__(self, out: Path, teacher_path: Path | None, max_negatives: int, seed: int) -> None:
+    def __init__(self, out: Path, teacher_path: Path | None, max_negatives: int, seed: int,
+                 teachers: list[str] | None = None) -> None:
         self.out = out
         (out / "shards").mkdir(parents=True, exist_ok=True)
         self.manifest_path = out / "manifest.json"
         self.manifest = json.loads(self.manifest_path.read_text()) if self.manifest_path.exists() else {"shards": {}}
         self.cache_path = out / "teacher_cache.json"
         self.cache = json.loads(self.cache_path.read_text()) if self.cache_path.exists() else {}
+        self.mp_cache_path = out / "mediapipe_cache.json"
+        self.mp_cache = json.loads(self.mp_cache_path.read_text()) if self.mp_cache_path.exists() else {}
+        recorded = self.manifest.get("teachers", ["whenet"] if self.manifest["shards"] else None)
+        if teachers and recorded and list(teachers) != recorded:
+            raise SystemExit(f"{out} was built with the teachers {recorded}, not {list(teachers)}: use another --out")
+        self.teachers = list(teachers or recorded or TEACHERS)
+        self.manifest["teachers"] = self.teachers
+        self.facemesh = None
         self.labeller = Labeller(seed=seed)
         self.teacher_path = teacher_path
         self.teacher = None
@@ -151,14 +163,14 @@ class Builder:
 
     # -- teacher -------------------------------------------------------------------------------------
     def teach(self, requests: list[tuple[str, np.ndarray, tuple]]) -> None:
-        """Teacher angles for (key, pixels, box) not in the cache yet, flip-averaged, batched."""
-        todo = [r for r in requests if r[0] not in self.cache]
-        if not todo:
-            return
-        if self.teacher is None:
-            self.teacher = load_whenet(find_whenet_h5(self.teacher_path))
+        """Teacher outputs for (key, pixels, box) not cached yet: WHENet's flip-averaged angles on the box
+        (batched), and with the MediaPipe teacher its flip-averaged rotation on a square around the box
+        (None where Face Mesh finds no face)."""
         from PIL import Image
 
+        todo = [r for r in requests if r[0] not in self.cache]
+        if todo and self.teacher is None:
+            self.teacher = load_whenet(find_whenet_h5(self.teacher_path))
         for i in range(0, len(todo), 32):
             batch = todo[i:i + 32]
             x = np.stack([crop_square(Image.fromarray(p), box) for _, p, box in batch])
@@ -166,6 +178,15 @@ class Builder:
                 angles = flip_averaged(self.teacher, torch.from_numpy(x).permute(0, 3, 1, 2).float())
             for (key, _, _), a in zip(batch, angles.tolist()):
                 self.cache[key] = a
+        if "mediapipe" not in self.teachers:
+            return
+        todo = [r for r in requests if r[0] not in self.mp_cache]
+        if todo and self.facemesh is None:
+            self.facemesh = FaceMeshTeacher()
+        for key, pixels, box in todo:
+            crop = Image.fromarray(pixels).crop(square_context(box)).resize((MESH_SIZE, MESH_SIZE), Image.BILINEAR)
+            r = self.facemesh.flip_averaged(np.asarray(crop))
+            self.mp_cache[key] = None if r is None else r.reshape(-1).tolist()
 
     # -- calibration ---------------------------------------------------------------------------------
     def calibrate(self, photos: list[sources.Photo]) -> None:
@@ -242,16 +263,22 @@ class Builder:
         if not data:
             return
         keys = data["face_key"]  # kept in the shard: labels can be made again from the teacher caches
-        angles = np.array([self.cache.get(k, [np.nan] * 3) if k else [np.nan] * 3 for k in keys], np.float32)
-        has_pose = ~np.isnan(angles[:, 0])
-        rot = euler_to_matrix(*torch.from_numpy(np.nan_to_num(angles).astype(np.float64)).T)
-        data.update(angles=angles, has_pose=has_pose, sixd=matrix_to_sixd(rot).float().numpy())
+        whenet = np.array([self.cache.get(k, [np.nan] * 3) if k else [np.nan] * 3 for k in keys], np.float64)
+        mesh = np.array([self.mp_cache.get(k) or [np.nan] * 9 if k else [np.nan] * 9 for k in keys], np.float64)
+        rot, source = teacher_labels(torch.from_numpy(whenet), torch.from_numpy(mesh.reshape(-1, 3, 3)))
+        source = source.numpy()
+        has_pose = source > 0
+        angles = np.where(has_pose[:, None], matrix_to_euler(rot).numpy(), np.nan).astype(np.float32)
+        data.update(angles=angles, has_pose=has_pose, sixd=matrix_to_sixd(rot).float().numpy(),
+                    whenet_angles=whenet.astype(np.float32), label_source=source.astype(np.int8))
         np.savez(self.out / "shards" / f"{name}.npz", **data)
         counts = {k: int((data["kind"] == v).sum()) for k, v in KIND.items()}
         counts["pose"] = int(has_pose.sum())
+        counts["pose_two_teachers"] = int((source == 2).sum())
         self.manifest["shards"][name] = {"split": split, "samples": int(len(data["kind"])), **counts}
         self.manifest_path.write_text(json.dumps(self.manifest, indent=1))
         self.cache_path.write_text(json.dumps(self.cache))
+        self.mp_cache_path.write_text(json.dumps(self.mp_cache))
 
     def run(self, name: str, photos, min_face: float, chunk: int, total: int | None) -> None:
         bar = tqdm(total=total, desc=name, unit="img")
@@ -281,9 +308,13 @@ class Builder:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("data_cache/fpnet"))
-    parser.add_argument("--sources", nargs="*", default=["aflw", "wider"], choices=["aflw", "wider"],
-                        help="the shared data sets to use (default: both)")
+    parser.add_argument("--sources", nargs="*", default=["aflw", "aflw_extra", "wider"],
+                        choices=["aflw", "aflw_extra", "wider"], help="the shared data sets to use (default: all)")
+    parser.add_argument("--teachers", nargs="+", choices=list(TEACHERS), default=None,
+                        help="label sources (default: both, or what an existing --out was built with): the mean "
+                             "rotation of WHENet and MediaPipe Face Mesh where Face Mesh finds the face, WHENet elsewhere")
     parser.add_argument("--aflw", type=Path, default=AFLW_FACES)
+    parser.add_argument("--aflw-extra", type=Path, default=AFLW_FACES_EXTRA)
     parser.add_argument("--wider", type=Path, nargs="*", default=[WIDER_TRAIN],
                         help="folders in WIDER FACE layout (default: ../shared/data/wider/train)")
     parser.add_argument("--celeba", type=Path, nargs="*", default=[], help="folders in CelebA layout")
@@ -304,13 +335,19 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(args.seed)
     if args.threads:
         torch.set_num_threads(args.threads)
-    builder = Builder(args.out, args.teacher, args.max_negatives, args.seed)
+    builder = Builder(args.out, args.teacher, args.max_negatives, args.seed, args.teachers)
     start = time.time()
     if "aflw" in args.sources:
         if "teacher_box" not in builder.manifest:
             builder.calibrate(list(sources.aflw_faces(args.aflw, limit=args.calibration_photos)))
         n = args.limit or sum(1 for _ in open(args.aflw / "faces.csv")) - 1
         builder.run("aflw", sources.aflw_faces(args.aflw, limit=args.limit), 40, args.chunk, n)
+    if "aflw_extra" in args.sources:
+        if "teacher_box" not in builder.manifest:
+            builder.calibrate(list(sources.aflw_faces(args.aflw, limit=args.calibration_photos)))
+        n = args.limit or sum(1 for _ in open(args.aflw_extra / "faces.csv")) - 1
+        builder.run("aflw_extra", sources.aflw_faces(args.aflw_extra, limit=args.limit, prefix="aflw_extra"), 40,
+                    args.chunk, n)
     if "wider" in args.sources:
         for folder in args.wider:
             suffix = "" if args.wider_min_face == 20 else f"-mf{args.wider_min_face:g}"

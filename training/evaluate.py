@@ -27,7 +27,10 @@ from facepose.rotation import matrix_to_euler, sixd_to_matrix
 from facepose.weights import WEIGHTS_DIR, load_last_stage
 
 from .aflw2000 import crop_square, load_aflw2000, teacher_box
-from .metrics import aflw2000_rows, angle_errors, ap_table, average_precision, pose_table, summary
+from .build_dataset import MESH_SIZE
+from .labels import teacher_labels
+from .mediapipe_teacher import FaceMeshTeacher, square_context
+from .metrics import aflw2000_rows, angle_errors, ap_table, average_precision, common_table, pose_table, summary
 from .paths import AFLW2000, PHOTOS, WIDER_VAL
 from .sources import read_wider_boxes, small_faces
 from .teacher import find_whenet_h5, flip_averaged, load_whenet
@@ -35,10 +38,16 @@ from .teacher import find_whenet_h5, flip_averaged, load_whenet
 __all__ = ["evaluate_aflw2000", "wider_crops", "wider_ap", "speed", "markdown", "main"]
 
 
-def evaluate_aflw2000(detector: FacePoseDetector, fpnet, teacher, root: Path, limit: int | None) -> dict:
+def evaluate_aflw2000(detector: FacePoseDetector, fpnet, teacher, root: Path, limit: int | None,
+                      facemesh: FaceMeshTeacher | None = None) -> dict:
+    """Pose on AFLW2000: FacePose end to end, FPNet on ground-truth crops, WHENet, and with ``facemesh``
+    MediaPipe Face Mesh both as a user runs it (whole image, one pass) and as the second teacher (a square
+    around the face, flip-averaged), the teachers' label (their mean), and FacePose against MediaPipe on
+    the faces both find."""
     samples = load_aflw2000(root)[:limit]
     truth = np.stack([s.angles for s in samples])
     e2e_pred, e2e_single, e2e_idx, crop_pred, teach_pred, teach_flip = [], [], [], [], [], []
+    mesh_peer, mesh_teacher = [], []  # (3, 3) rotations or None per face
     batch_t = []
     single = detector.replace(flip_pose=False)
     for i, s in enumerate(tqdm(samples, desc="AFLW2000", unit="img")):
@@ -63,6 +72,10 @@ def evaluate_aflw2000(detector: FacePoseDetector, fpnet, teacher, root: Path, li
         with torch.inference_mode():
             out = fpnet(normalize(crops))
             crop_pred.append(matrix_to_euler(sixd_to_matrix(out.sixd.double()))[0].numpy())
+        if facemesh is not None:
+            mesh_peer.append(facemesh.rotation(pixels))
+            context = Image.fromarray(pixels).crop(square_context(teacher_box(s.landmarks)))
+            mesh_teacher.append(facemesh.flip_averaged(np.asarray(context.resize((MESH_SIZE, MESH_SIZE), Image.BILINEAR))))
         batch_t.append(crop_square(Image.fromarray(pixels), teacher_box(s.landmarks)))
         if len(batch_t) == 32 or i == len(samples) - 1:
             x = torch.from_numpy(np.stack(batch_t)).permute(0, 3, 1, 2).float()
@@ -73,7 +86,8 @@ def evaluate_aflw2000(detector: FacePoseDetector, fpnet, teacher, root: Path, li
     e2e = angle_errors(np.array(e2e_pred).reshape(-1, 3), truth[e2e_idx])
     teach = angle_errors(np.concatenate(teach_pred), truth)
     teach_f = angle_errors(np.concatenate(teach_flip), truth)
-    return {
+    mesh = _mediapipe_rows(np.concatenate(teach_flip), mesh_peer, mesh_teacher, truth, np.array(e2e_pred), e2e_idx)
+    return mesh | {
         "faces": len(samples),
         "detected_share": len(e2e_idx) / len(samples),
         "end_to_end": summary(e2e),
@@ -84,6 +98,32 @@ def evaluate_aflw2000(detector: FacePoseDetector, fpnet, teacher, root: Path, li
         "teacher_flip_averaged": summary(teach_f),
         "_per_face": {"abs_yaw": np.abs(truth[e2e_idx, 0]).tolist(), "fpnet": e2e.mean(1).tolist(),
                       "teacher": teach_f[e2e_idx].mean(1).tolist()},
+    }
+
+
+def _mediapipe_rows(whenet: np.ndarray, peer: list, teacher: list, truth: np.ndarray, e2e: np.ndarray,
+                    e2e_idx: list[int]) -> dict:
+    """MediaPipe's rows of the AFLW2000 table (none without MediaPipe)."""
+    if not peer:
+        return {}
+    as_angles = lambda rs: np.array([matrix_to_euler(torch.from_numpy(r)).numpy() for r in rs]).reshape(-1, 3)  # noqa: E731
+    found = np.array([r is not None for r in peer])
+    taught = np.array([r is not None for r in teacher])
+    label, _ = teacher_labels(torch.from_numpy(whenet),
+                              torch.from_numpy(np.stack([r if r is not None else np.full((3, 3), np.nan) for r in teacher])))
+    detected = np.zeros(len(truth), bool)
+    detected[e2e_idx] = True
+    both = found & detected
+    ours = np.full((len(truth), 3), np.nan)
+    ours[e2e_idx] = e2e
+    return {
+        "mediapipe": summary(angle_errors(as_angles([r for r in peer if r is not None]), truth[found])),
+        "mediapipe_teacher": summary(angle_errors(as_angles([r for r in teacher if r is not None]), truth[taught])),
+        "teachers_mean": summary(angle_errors(matrix_to_euler(label).numpy(), truth)),
+        "common_with_mediapipe": {
+            "fpnet": summary(angle_errors(ours[both], truth[both])),
+            "mediapipe": summary(angle_errors(as_angles([peer[i] for i in np.flatnonzero(both)]), truth[both])),
+        },
     }
 
 
@@ -162,7 +202,7 @@ def plot(per_face: dict, path: Path) -> None:
 def markdown(m: dict) -> str:
     a, w, s = m["aflw2000"], m["wider_val"], m["speed"]
     lines = [f"### Head pose on AFLW2000 ({a['faces']} faces, detected: {100 * a['detected_share']:.1f}%)", "",
-             pose_table(aflw2000_rows(a)), "",
+             pose_table(aflw2000_rows(a)), "", *common_table(a),
              f"### Detection on WIDER FACE val ({w['images']} images, {w['faces']} faces of 20 px or more)", "",
              ap_table([("FPNet", w["fpnet"]["ap50"]), ("original O-Net", w["onet"]["ap50"])]), "",
              "### Size and speed", "", f"- FPNet weights: {m['fpnet_bytes'] / 1e6:.2f} MB",
@@ -180,6 +220,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--photos", type=Path, default=PHOTOS)
     p.add_argument("--teacher", type=Path, default=None)
     p.add_argument("--limit", type=int, default=None, help="at most this many images per benchmark")
+    p.add_argument("--no-mediapipe", action="store_true", help="leave MediaPipe Face Mesh out of the comparison")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     fpnet, pose = load_last_stage(args.weights)
@@ -188,7 +229,13 @@ def main(argv: list[str] | None = None) -> dict:
     detector = FacePoseDetector(weights=args.weights)
     teacher = load_whenet(find_whenet_h5(args.teacher))
     metrics = {"weights": str(args.weights), "fpnet_bytes": args.weights.stat().st_size}
-    metrics["aflw2000"] = evaluate_aflw2000(detector, fpnet, teacher, args.aflw2000, args.limit)
+    facemesh = None
+    if not args.no_mediapipe:
+        try:
+            facemesh = FaceMeshTeacher()
+        except ImportError as e:
+            print(f"note: no MediaPipe rows ({e})")
+    metrics["aflw2000"] = evaluate_aflw2000(detector, fpnet, teacher, args.aflw2000, args.limit, facemesh)
     per_face = metrics["aflw2000"].pop("_per_face")
     plot(per_face, args.out / "pose_error_vs_yaw.png")
     metrics["wider_val"] = wider_ap({"fpnet": fpnet, "onet": load_last_stage(WEIGHTS_DIR / "onet.safetensors")[0]},

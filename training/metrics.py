@@ -7,7 +7,7 @@ import torch
 
 from facepose.boxes import box_overlap
 
-__all__ = ["angle_errors", "summary", "average_precision", "pose_table", "ap_table", "aflw2000_rows"]
+__all__ = ["angle_errors", "summary", "average_precision", "pose_table", "ap_table", "aflw2000_rows", "common_table"]
 
 
 def angle_errors(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
@@ -81,4 +81,20 @@ def aflw2000_rows(a: dict) -> list[tuple[str, dict]]:
             ("FPNet on crops from the ground-truth boxes", a["fpnet_on_ground_truth_crops"]),
             ("WHENet teacher on the same detected faces", a["teacher_on_detected"]),
             ("WHENet teacher, all faces", a["teacher"]),
-            ("WHENet teacher with flip averaging, all faces", a["teacher_flip_averaged"])]
+            ("WHENet teacher with flip averaging, all faces", a["teacher_flip_averaged"])] + ([
+            ("MediaPipe Face Mesh teacher (square around the face, flip-averaged), faces it finds", a["mediapipe_teacher"]),
+            ("Teachers' label: mean rotation of both (WHENet alone where Face Mesh finds none), all faces",
+             a["teachers_mean"]),
+            ("MediaPipe Face Mesh as a user runs it (whole image, Procrustes), faces it finds", a["mediapipe"]),
+        ] if "mediapipe" in a else [])
+
+
+def common_table(a: dict) -> list[str]:
+    """Lines of the head-to-head table: FacePose and MediaPipe on the AFLW2000 faces both find (none
+    without MediaPipe's numbers)."""
+    if "common_with_mediapipe" not in a:
+        return []
+    c = a["common_with_mediapipe"]
+    return [f"On the {c['fpnet']['faces']} faces that both FacePose and MediaPipe Face Mesh find:", "",
+            pose_table([("FacePose FPNet, end to end", c["fpnet"]), ("MediaPipe Face Mesh + Procrustes", c["mediapipe"])]),
+            ""]

@@ -29,7 +29,8 @@ class Photo:
     ignore: np.ndarray | None = None  # (F,) bool: faces too small/invalid to learn from
 
 
-def aflw_faces(root: Path | str = AFLW_FACES, margin: int = 40, limit: int | None = None) -> Iterator[Photo]:
+def aflw_faces(root: Path | str = AFLW_FACES, margin: int = 40, limit: int | None = None,
+               prefix: str = "aflw") -> Iterator[Photo]:
     """AFLW face crops (120x120, one face each) on a canvas grown by ``margin`` pixels of edge
     replication, so the cascade sees the face whole. The face box is unknown (``boxes`` is empty and
     filled in by the builder from O-Net or the landmarks); the teacher's box comes from the visible
@@ -47,7 +48,7 @@ def aflw_faces(root: Path | str = AFLW_FACES, margin: int = 40, limit: int | Non
             continue
         padded = np.pad(pixels, ((margin, margin), (margin, margin), (0, 0)), mode="edge")
         box = np.array(teacher_box(pts)) + margin
-        yield Photo(f"aflw/{row['image']}", padded, np.zeros((0, 4)), [tuple(box)], None)
+        yield Photo(f"{prefix}/{row['image']}", padded, np.zeros((0, 4)), [tuple(box)], None)
 
 
 def small_faces(boxes: np.ndarray, min_face: float) -> np.ndarray:
