@@ -42,8 +42,8 @@ class PhotoInput(gr.Image):
 class Demo:
     """The app's state: one detector whose networks every request shares (inference only reads them)."""
 
-    def __init__(self, weights: str | None = None) -> None:
-        self.base = FacePoseDetector(weights=weights)
+    def __init__(self, weights: str | None = None, backend: str = "torch") -> None:
+        self.base = FacePoseDetector(weights=weights, backend=backend)
 
     def detector(self, min_face_size: float, threshold: float) -> FacePoseDetector:
         """A detector with this request's settings, sharing the networks."""
@@ -92,8 +92,8 @@ class Demo:
         return draw_faces(pixels, faces, landmarks=landmarks), text, now
 
 
-def build_demo(weights: str | None = None) -> gr.Blocks:
-    demo_state = Demo(weights)
+def build_demo(weights: str | None = None, backend: str = "torch") -> gr.Blocks:
+    demo_state = Demo(weights, backend)
     with gr.Blocks(title="FacePose") as demo:
         gr.Markdown(
             "# FacePose\nEvery face in a photo, where it is and which way the head is turned in 3D: MTCNN's "
@@ -140,8 +140,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link")
     parser.add_argument("--weights", default=None, help="FPNet weights (.safetensors); default: packaged")
+    parser.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
+                        help="what runs the networks (onnxruntime needs pip install onnx onnxruntime)")
     args = parser.parse_args(argv)
-    demo = build_demo(args.weights)
+    demo = build_demo(args.weights, args.backend)
     demo.queue(default_concurrency_limit=2, max_size=32)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_UPLOAD,
                 show_error=True)

@@ -5,7 +5,7 @@
 Every photo is resized (letterbox-free stretch) to each size; both detectors run on the same RGB
 arrays in alternation, after a warm-up, with the same thread count. Prints seconds per image and the
 ratio ours / facenet's (< 1 means FacePose is faster), for FacePose with FPNet (pose on) and with the
-original O-Net (the same work as facenet's), plus what pose costs on top of detection.
+original O-Net (the same work as facenet's), and with the networks run by ONNX Runtime when it is installed.
 Needs ``pip install --no-deps facenet-pytorch==2.6.0``.
 """
 from __future__ import annotations
@@ -45,8 +45,14 @@ def main(argv: list[str] | None = None) -> None:
         "FPNet": FacePoseDetector(),
         "O-Net": FacePoseDetector(weights=WEIGHTS_DIR / "onet.safetensors"),
     }
+    try:
+        ours["FPNet, onnxruntime"] = FacePoseDetector(backend="onnxruntime", threads=args.threads)
+    except ImportError as e:
+        print(f"note: no onnxruntime column ({e})")
     print(f"{len(files)} photos from {args.photos}, {args.threads} threads, torch {torch.__version__}")
-    print(f"{'size':>10} {'facenet s/img':>14} {'ours O-Net':>11} {'ours FPNet':>11} {'ratio O-Net':>12} {'ratio FPNet':>12}")
+    ort = "FPNet, onnxruntime" in ours
+    print(f"{'size':>10} {'facenet s/img':>14} {'ours O-Net':>11} {'ours FPNet':>11} {'ratio O-Net':>12} {'ratio FPNet':>12}"
+          + (f" {'FPNet ORT':>10} {'ratio ORT':>10}" if ort else ""))
     for size in args.sizes:
         w, h = (int(v) for v in size.split("x"))
         arrays = [np.asarray(im.resize((w, h), Image.BILINEAR)) for im in originals]
@@ -55,7 +61,11 @@ def main(argv: list[str] | None = None) -> None:
             t_ref = seconds_per_input(reference.detect, pils, args.repeats, warmup=3)
         t_onet = seconds_per_input(ours["O-Net"].detect, arrays, args.repeats, warmup=3)
         t_fp = seconds_per_input(ours["FPNet"].detect, arrays, args.repeats, warmup=3)
-        print(f"{size:>10} {t_ref:14.4f} {t_onet:11.4f} {t_fp:11.4f} {t_onet / t_ref:12.2f} {t_fp / t_ref:12.2f}")
+        line = f"{size:>10} {t_ref:14.4f} {t_onet:11.4f} {t_fp:11.4f} {t_onet / t_ref:12.2f} {t_fp / t_ref:12.2f}"
+        if ort:
+            t_ort = seconds_per_input(ours["FPNet, onnxruntime"].detect, arrays, args.repeats, warmup=3)
+            line += f" {t_ort:10.4f} {t_ort / t_ref:10.2f}"
+        print(line)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ class Job:
     config: DetectorConfig = field(default_factory=DetectorConfig)
     recursive: bool = False
     annotate: bool = True
+    backend: str = "torch"
 
     def settings(self) -> dict:
         """What must match for a rerun to continue this run's results."""
@@ -50,7 +51,7 @@ class Job:
     def detector(self):
         from .detector import FacePoseDetector
 
-        return FacePoseDetector(weights=self.weights, device=self.device, config=self.config)
+        return FacePoseDetector(weights=self.weights, device=self.device, config=self.config, backend=self.backend)
 
 
 def collect_inputs(src: Path, dest: Path, recursive: bool) -> list[Path]:

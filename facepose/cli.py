@@ -35,7 +35,7 @@ def run_detect(args: argparse.Namespace) -> int:
         config = DetectorConfig(min_face_size=args.min_face_size, thresholds=(0.6, 0.7, args.threshold),
                                 flip_pose=not args.no_flip_pose)
         job = Job(src, dest, str(args.weights) if args.weights else None, args.device, config, args.recursive,
-                  not args.no_images)
+                  not args.no_images, args.backend)
         pose_available = job.detector().pose_available  # a bad weights file or device fails here, before any work
         pending = plan(job, args.overwrite)
         if args.ray:
@@ -98,13 +98,47 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-images", action="store_true", help=f"write {JSONL_NAME} only, no annotated copies")
     d.add_argument("--weights", type=Path, default=None, help="FPNet weights (.safetensors); default: packaged")
     d.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    d.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
+                   help="what runs the networks (default: torch); onnxruntime needs pip install 'facepose[onnx]'")
     d.add_argument("--min-face-size", type=float, default=20, help="smallest face in pixels (default: 20)")
     d.add_argument("--threshold", type=float, default=0.7, help="last-stage face probability threshold (default: 0.7)")
     d.add_argument("--no-flip-pose", action="store_true",
                    help="pose from the crop alone, without averaging in its mirror image (slightly faster, less accurate)")
     d.add_argument("--overwrite", action="store_true", help="start again, replacing results already in DEST")
     d.set_defaults(func=run_detect)
+    e = sub.add_parser("export", help="export the networks for other runtimes",
+                       description="Write pnet.onnx (any image size), rnet.onnx and fpnet.onnx (any batch), each taking "
+                       "0-255 RGB pixels with MTCNN's normalisation inside the graph, plus config.json, to DIR; "
+                       "each file is checked with onnx.checker. Needs pip install 'facepose[onnx]'.")
+    e.add_argument("format", choices=["onnx"], help="the format (onnx)")
+    e.add_argument("dir", metavar="DIR", help="output folder (created if missing)")
+    e.add_argument("--weights", type=Path, default=None, help="FPNet weights (.safetensors); default: packaged")
+    e.add_argument("--overwrite", action="store_true", help="replace .onnx files already in DIR")
+    e.set_defaults(func=run_export)
     return parser
+
+
+def run_export(args: argparse.Namespace) -> int:
+    import json
+
+    from .detector import FacePoseDetector
+    from .onnx_backend import ONNX_FILES, export_onnx
+
+    folder = Path(args.dir)
+    if folder.exists() and not folder.is_dir():
+        return _fail(f"DIR {folder} exists and is not a folder")
+    clash = [f for f in (*ONNX_FILES.values(), "config.json") if (folder / f).exists()]
+    if clash and not args.overwrite:
+        return _fail(f"{folder / clash[0]} already exists; pass --overwrite to replace it")
+    try:
+        detector = FacePoseDetector(weights=args.weights)
+        written = export_onnx(detector.nets, folder, detector.pose_available)
+    except (WeightsError, ImportError, RuntimeError) as e:
+        return _fail(str(e))
+    config = {"facepose_version": __version__, "pose_available": detector.pose_available, **detector.config.to_dict()}
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    print(f"wrote {', '.join(p.name for p in written)} and config.json to {folder} (checked with onnx.checker)")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

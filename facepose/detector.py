@@ -42,6 +42,24 @@ class Face:
         return d
 
 
+BACKENDS = ("torch", "onnxruntime")
+
+
+def _onnx_nets(folder: Path, weights: str | Path | None, threads: int | None) -> tuple[CascadeNets, bool]:
+    """ONNX Runtime sessions: the folder's ``.onnx`` files, or an export of its safetensors weights."""
+    import tempfile
+
+    from .onnx_backend import ONNX_FILES, export_onnx, load_onnx_cascade, require_onnxruntime
+
+    require_onnxruntime()
+    if weights is None and all((folder / f).is_file() for f in ONNX_FILES.values()):
+        return load_onnx_cascade(folder, threads)
+    nets, pose = load_cascade(folder, Path(weights) if weights is not None else folder / "fpnet.safetensors")
+    with tempfile.TemporaryDirectory(prefix="facepose-onnx-") as tmp:  # sessions hold the models in memory
+        export_onnx(nets, tmp, pose)
+        return load_onnx_cascade(tmp, threads)
+
+
 def _resolve_device(device: str | torch.device) -> torch.device:
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -62,6 +80,10 @@ class FacePoseDetector:
             A file without a rotation head (such as ``onet.safetensors``) gives plain MTCNN.
         weights_dir: folder with ``pnet``, ``rnet`` and ``fpnet.safetensors``; default: the packaged ones.
         device: ``"cpu"`` or ``"cuda"``.
+        backend: ``"torch"`` (default) or ``"onnxruntime"``: the same cascade with the three networks run
+            by ONNX Runtime sessions (``pip install 'facepose[onnx]'``), from ``weights_dir``'s ``.onnx``
+            files when it has them and ``weights`` is not given, else exported from the loaded weights.
+        threads: CPU threads of the ONNX Runtime sessions (default: ``torch.get_num_threads()``).
         config: the settings; keyword settings given as well replace its fields.
     """
 
@@ -72,12 +94,22 @@ class FacePoseDetector:
         device: str | torch.device = "cpu",
         weights_dir: str | Path | None = None,
         config: DetectorConfig | None = None,
+        backend: str = "torch",
+        threads: int | None = None,
         **settings,
     ) -> None:
         self.config = (config or DetectorConfig()).replace(**settings)
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        self.backend = backend
         self.device = _resolve_device(device)
         folder = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
         self.weights = Path(weights) if weights is not None else folder / "fpnet.safetensors"
+        if backend == "onnxruntime":
+            if self.device.type != "cpu":
+                raise ValueError("the onnxruntime backend runs on the CPU here; use device='cpu' or backend='torch'")
+            self.nets, self.pose_available = _onnx_nets(folder, weights, threads)
+            return
         nets, self.pose_available = load_cascade(folder, self.weights)
         self.nets = CascadeNets(*(net.to(self.device) for net in nets))
 
@@ -89,14 +121,19 @@ class FacePoseDetector:
         return twin
 
     @classmethod
-    def from_pretrained(cls, repo_id_or_dir: str | Path, device: str = "cpu", **settings) -> FacePoseDetector:
-        """A detector from a folder written by ``save_pretrained`` or a Hugging Face Hub model repo;
-        keyword settings replace the saved ones."""
+    def from_pretrained(cls, repo_id_or_dir: str | Path, device: str = "cpu", backend: str = "torch",
+                        threads: int | None = None, **settings) -> FacePoseDetector:
+        """A detector from a folder written by ``save_pretrained`` or a Hugging Face Hub model repo
+        (with ``backend="onnxruntime"``, its ``.onnx`` files); keyword settings replace the saved ones."""
         folder = hub.resolve(repo_id_or_dir)
-        return cls(weights_dir=folder, device=device, config=hub.read_config(folder).replace(**settings))
+        return cls(weights_dir=folder, device=device, backend=backend, threads=threads,
+                   config=hub.read_config(folder).replace(**settings))
 
     def save_pretrained(self, folder: str | Path) -> Path:
-        """Write ``pnet``, ``rnet``, ``fpnet.safetensors`` and ``config.json`` to ``folder``."""
+        """Write ``pnet``, ``rnet``, ``fpnet.safetensors``, their ONNX exports (when the ``onnx`` package is
+        installed) and ``config.json`` to ``folder``."""
+        if self.backend != "torch":
+            raise ValueError("save_pretrained needs the torch networks: use a detector with backend='torch'")
         return hub.save_pretrained(folder, self.nets, self.config, self.pose_available)
 
     def push_to_hub(self, repo_id: str, **kwargs) -> str:
@@ -132,4 +169,4 @@ class FacePoseDetector:
     def __repr__(self) -> str:
         settings = ", ".join(f"{k}={v!r}" for k, v in vars(self.config).items())
         return (f"FacePoseDetector({settings}, weights='{self.weights}', device='{self.device}', "
-                f"last_stage={self.nets.fpnet.arch}, pose_available={self.pose_available})")
+                f"backend='{self.backend}', last_stage={self.nets.fpnet.arch}, pose_available={self.pose_available})")

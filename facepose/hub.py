@@ -1,7 +1,8 @@
 """Saving and loading detectors as folders of safetensors plus ``config.json``, locally or on the Hugging
 Face Hub (``huggingface_hub`` is needed for the Hub only).
 
-A folder holds one ``NAME.safetensors`` per network of ``CascadeNets`` (``pnet``, ``rnet``, ``fpnet``) and
+A folder holds one ``NAME.safetensors`` per network of ``CascadeNets`` (``pnet``, ``rnet``, ``fpnet``), their
+ONNX exports ``NAME.onnx`` (when the ``onnx`` package is installed; see ``onnx_backend``) and
 ``config.json`` with the ``DetectorConfig`` fields. ``FacePoseDetector.save_pretrained`` and
 ``from_pretrained`` call these functions.
 """
@@ -35,6 +36,14 @@ def save_pretrained(folder: str | Path, nets: CascadeNets, config: DetectorConfi
     for name, net in nets._asdict().items():
         meta = {"pose": "trained" if pose_available else "untrained"} if name == "fpnet" else None
         save_net(net, folder / NETWORK_FILES[name], meta)
+    try:
+        import onnx  # noqa: F401 (the export is checked with it)
+    except ImportError:
+        pass
+    else:
+        from .onnx_backend import export_onnx
+
+        export_onnx(nets, folder, pose_available)
     data = {"facepose_version": __version__, "pose_available": pose_available, **config.to_dict()}
     (folder / CONFIG_FILE).write_text(json.dumps(data, indent=2) + "\n")
     return folder
@@ -47,7 +56,7 @@ def _fetch(repo_id: str) -> Path:
         raise HubError(f"'{repo_id}' is not a local folder, and loading from the Hub needs: pip install huggingface_hub") from None
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=[*NETWORK_FILES.values(), CONFIG_FILE]))
+        return Path(snapshot_download(repo_id, allow_patterns=[*NETWORK_FILES.values(), CONFIG_FILE, "*.onnx"]))
     except Exception as e:  # offline mode, no network, unknown repo, missing token
         why = "HF_HUB_OFFLINE is set and it is not in the local Hub cache" if offline else f"{type(e).__name__}: {e}"
         raise HubError(f"cannot load '{repo_id}': no such local folder, and the Hub download failed ({why})") from None
