@@ -18,6 +18,9 @@ import gradio as gr
 from facepose import FacePoseDetector, ImageError, load_image
 from facepose.draw import draw_faces
 from facepose.plot3d import rotation_figure
+from facepose.timeline import pose_timeline
+from facepose.tracker import FacePoseTracker
+from facepose.video import VideoError, annotate_video, jsonl_path
 
 HERE = Path(__file__).resolve().parent
 EXAMPLES = sorted(str(p) for p in (HERE / "examples").glob("*.jpg"))
@@ -78,18 +81,42 @@ class Demo:
         annotated = draw_faces(pixels, faces, landmarks=landmarks)
         return annotated, rotation_figure(faces), rows, str(path), status
 
-    def stream(self, frame, min_face_size: float, threshold: float, landmarks: bool, last: float | None):
-        """One webcam frame -> annotated frame, frame-rate text, time of this frame."""
+    def stream(self, frame, min_face_size: float, threshold: float, landmarks: bool, state: dict | None):
+        """One webcam frame -> annotated frame, frame-rate text, this session's state (its tracker and the
+        time of its last frame). Faces are followed from frame to frame (``FacePoseTracker``), pose smoothed."""
         now = time.perf_counter()
+        state = state or {"last": None, "tracker": None}
         if frame is None:
-            return None, "Waiting for the camera...", last
+            return None, "Waiting for the camera...", state
         det = self.detector(min_face_size, threshold)
+        if state["tracker"] is None:
+            state["tracker"] = FacePoseTracker(det, every=10)
+        state["tracker"].detector = det  # the sliders' settings, the same networks
         pixels = load_image(frame)
-        faces = det.detect(pixels)
+        faces = state["tracker"].update(pixels, timestamp=now)
         took = time.perf_counter() - now
+        last, state["last"] = state["last"], now
         fps = f"{1 / (now - last):.1f} frames/s shown" if last else "measuring..."
-        text = f"**{len(faces)} face(s)** · detection {1000 * took:.0f} ms per frame · {fps}"
-        return draw_faces(pixels, faces, landmarks=landmarks), text, now
+        text = f"**{len(faces)} face(s)** tracked · {1000 * took:.0f} ms per frame · {fps}"
+        return draw_faces(pixels, faces, landmarks=landmarks), text, state
+
+
+    def video(self, path, min_face_size: float, threshold: float, landmarks: bool):
+        """An uploaded video -> annotated video, its JSONL, the pose chart, status message."""
+        if path is None:
+            return None, None, None, "Upload a video."
+        out = Path(tempfile.mkdtemp(prefix="facepose_video_")) / "annotated.mp4"
+        tracker = FacePoseTracker(self.detector(min_face_size, threshold), every=10)
+        start = time.perf_counter()
+        try:
+            summary = annotate_video(path, out, tracker, landmarks=landmarks)
+        except (VideoError, ImageError) as e:
+            return None, None, None, f"**Cannot use this video:** {e}"
+        took = time.perf_counter() - start
+        status = (f"**{summary.frames} frames**, {summary.tracks} face track(s), {summary.seconds:.1f} s of video "
+                  f"processed in {took:.1f} s ({summary.frames / took:.1f} frames/s)"
+                  + (", audio kept" if summary.audio else ""))
+        return str(out), str(jsonl_path(out)), pose_timeline(jsonl_path(out)), status
 
 
 def build_demo(weights: str | None = None, backend: str = "torch") -> gr.Blocks:
@@ -128,9 +155,23 @@ def build_demo(weights: str | None = None, backend: str = "torch") -> gr.Blocks:
                 cam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Camera", elem_id="camera")
                 live = gr.Image(label="Annotated stream", elem_id="live", interactive=False)
             rate = gr.Markdown("", elem_id="rate")
-            last = gr.State(None)
-            cam.stream(demo_state.stream, [cam, min_face, threshold, landmarks, last], [live, rate, last],
+            session = gr.State(None)
+            cam.stream(demo_state.stream, [cam, min_face, threshold, landmarks, session], [live, rate, session],
                        stream_every=0.1, time_limit=600, concurrency_limit=4, api_visibility="private")
+        with gr.Tab("Video"):
+            gr.Markdown("Upload a video: faces are followed from frame to frame (one id per face) with steady pose; "
+                        "you get the annotated video, one JSON line per frame, and the pose of each face over time.")
+            with gr.Row():
+                with gr.Column():
+                    clip = gr.Video(sources=["upload"], label="Video", elem_id="video_in")
+                    go_video = gr.Button("Track faces", variant="primary")
+                with gr.Column():
+                    video_status = gr.Markdown("", elem_id="video_status")
+                    video_out = gr.Video(label="Annotated", elem_id="video_out", interactive=False)
+                    video_json = gr.File(label="Per frame (JSONL)", elem_id="video_json")
+            timeline = gr.Plot(label="Pose over time", elem_id="timeline")
+            go_video.click(demo_state.video, [clip, min_face, threshold, landmarks],
+                           [video_out, video_json, timeline, video_status], concurrency_limit=1, api_name="video")
     return demo
 
 

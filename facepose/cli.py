@@ -106,6 +106,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pose from the crop alone, without averaging in its mirror image (slightly faster, less accurate)")
     d.add_argument("--overwrite", action="store_true", help="start again, replacing results already in DEST")
     d.set_defaults(func=run_detect)
+    v = sub.add_parser("video", help="track faces through a video file",
+                       description="Track the faces of the video IN and write OUT: the annotated video (same size and "
+                       "frame rate, the audio kept) and OUT's stem + .jsonl, one line per frame: {frame, time, faces: "
+                       "[{track_id, box, score, landmarks, rotation, yaw, pitch, roll}]}. Known faces are followed "
+                       "from frame to frame; the whole cascade runs every N frames to find new ones.")
+    v.add_argument("input", metavar="IN", help="a video file (anything FFmpeg reads)")
+    v.add_argument("output", metavar="OUT", help="the annotated video to write (.mp4, .mkv, ...)")
+    v.add_argument("--every", type=int, default=10, help="full detection every N frames (default: 10)")
+    v.add_argument("--no-smooth", action="store_true", help="no smoothing of boxes, landmarks and pose")
+    v.add_argument("--weights", type=Path, default=None, help="FPNet weights (.safetensors); default: packaged")
+    v.add_argument("--min-face-size", type=float, default=20, help="smallest face in pixels (default: 20)")
+    v.add_argument("--threshold", type=float, default=0.7, help="last-stage face probability threshold (default: 0.7)")
+    v.add_argument("--overwrite", action="store_true", help="replace OUT and its .jsonl if they exist")
+    v.set_defaults(func=run_video)
     e = sub.add_parser("export", help="export the networks for other runtimes",
                        description="Write pnet.onnx (any image size), rnet.onnx and fpnet.onnx (any batch), each taking "
                        "0-255 RGB pixels with MTCNN's normalisation inside the graph, plus config.json, to DIR; "
@@ -116,6 +130,32 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--overwrite", action="store_true", help="replace .onnx files already in DIR")
     e.set_defaults(func=run_export)
     return parser
+
+
+def run_video(args: argparse.Namespace) -> int:
+    from .detector import FacePoseDetector
+    from .tracker import FacePoseTracker
+    from .video import VideoError, annotate_video, jsonl_path
+
+    src, dest = Path(args.input), Path(args.output)
+    if dest.resolve() == src.resolve() or jsonl_path(dest).resolve() == src.resolve():
+        return _fail("OUT must differ from IN, or the video would be overwritten")
+    existing = [p for p in (dest, jsonl_path(dest)) if p.exists()]
+    if existing and not args.overwrite:
+        return _fail(f"{existing[0]} already exists; pass --overwrite to replace it")
+    if not dest.parent.is_dir():
+        return _fail(f"the folder of OUT, {dest.parent}, does not exist")
+    try:
+        config = DetectorConfig(min_face_size=args.min_face_size, thresholds=(0.6, 0.7, args.threshold))
+        tracker = FacePoseTracker(FacePoseDetector(weights=args.weights, config=config), every=args.every,
+                                  smooth=not args.no_smooth)
+        with tqdm(desc="tracking", unit="frame") as bar:
+            summary = annotate_video(src, dest, tracker, progress=lambda n: bar.update(1))
+    except (VideoError, WeightsError, ValueError, ImportError) as e:
+        return _fail(str(e))
+    print(f"{summary.frames} frames ({summary.seconds:.1f} s at {summary.fps:.2f} frames/s), {summary.tracks} tracks"
+          f"{', audio kept' if summary.audio else ''}: {dest} and {jsonl_path(dest)}")
+    return 0
 
 
 def run_export(args: argparse.Namespace) -> int:

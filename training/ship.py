@@ -14,6 +14,24 @@ from pathlib import Path
 from facepose.weights import WEIGHTS_DIR, load_last_stage, update_manifest
 
 
+def describe_data(folders: list[Path]) -> dict:
+    """What the training data sets hold, from their manifests: teachers, photos per source, label shares."""
+    teachers, shards, totals = [], {}, {}
+    for folder in folders:
+        manifest = json.loads((folder / "manifest.json").read_text())
+        teachers = manifest.get("teachers", ["whenet"])
+        shards.update(manifest["shards"])
+        for key, value in manifest.get("totals", {}).items():
+            totals[key] = totals.get(key, 0) + value
+    sources = sorted({name.split("_0")[0].split("-")[0] for name in shards})
+    posed = totals.get("train_pose", 0)
+    aflw = "9,000" + (" + 7,080" if "aflw_extra" in sources else "")
+    photos = (f"{aflw} AFLW face crops (research use only; with a margin so the cascade\n  sees context) and 400 WIDER "
+              "FACE train photos (research use only)")
+    return {"teachers": teachers, "sources": sources, "photos": photos, "train_posed_faces": posed,
+            "two_teacher_share": totals.get("train_pose_two_teachers", 0) / posed if posed else 0.0}
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("weights", type=Path, help="trained FPNet (.safetensors, pose=trained)")
@@ -31,6 +49,8 @@ def main(argv: list[str] | None = None) -> None:
     metrics = json.loads((args.eval_dir / "metrics.json").read_text())
     run = json.loads(args.train_args.read_text()) if args.train_args else {}
     metrics["recipe"] = {**run.get("recipe", {}), "seed": run.get("seed"), "threads": run.get("threads")}
+    if run.get("data"):
+        metrics["data"] = describe_data([Path(d) for d in run["data"]])
     if args.summary:
         metrics["recipe"]["summary"] = args.summary
     if args.variant_eval:

@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", choices=sorted(RECIPES), default="shipped",
                    help="how to train (training/recipes.py): shipped (default; O-Net frozen + pose branch) or "
                         "thesis (the whole network)")
-    p.add_argument("--data", type=Path, default=Path("data_cache/fpnet"), help="output of training.build_dataset")
+    p.add_argument("--data", type=Path, nargs="+", default=[Path("data_cache/fpnet")],
+                   help="output folder(s) of training.build_dataset")
     p.add_argument("--out", type=Path, default=Path("runs/fpnet"), help="checkpoints, TensorBoard logs, args.json")
     p.add_argument("--epochs", type=int, default=None, help="stop after this many epochs (default: the recipe's)")
     p.add_argument("--limit", type=int, default=None, help="use at most this many training samples (tests)")
@@ -167,7 +168,7 @@ def train(args: argparse.Namespace) -> dict:
         best = json.loads(state["best"])
         print(f"resumed from {last} at epoch {start_epoch}")
     writer = SummaryWriter(str(args.out))
-    run = {"recipe": recipe.to_dict(), "data": str(args.data), "seed": args.seed, "threads": args.threads,
+    run = {"recipe": recipe.to_dict(), "data": [str(d) for d in args.data], "seed": args.seed, "threads": args.threads,
            "device": args.device, "limit": args.limit, "max_steps": args.max_steps}
     (args.out / "args.json").write_text(json.dumps(run, indent=1))
     model.train()

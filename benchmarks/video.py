@@ -1,0 +1,149 @@
+"""Video: the tracker against per-frame detection, id switches, pose jitter with and without smoothing,
+and the lag of the smoothed pose behind a sudden turn.
+
+    python -m benchmarks.video [--frames 150] [--size 640x480]
+
+Clips are made here from a real photo of two faces (``../shared/data/photos``), with known motion:
+- *moving*: panned, zoomed and turned in the image plane slowly (about 0.3 degrees a frame);
+- *still*: the photo unmoved, with fresh pixel noise (sigma 3) on every frame;
+- *turn*: still, then turned by 15 degrees in the image plane at once at frame 30.
+It also times ``facepose video`` (decode, track, draw, encode) against ``detect`` on every frame of the
+still clip written as an H.264 file.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from facepose import FacePoseDetector
+from facepose.tracker import FacePoseTracker
+from training.paths import PHOTOS
+
+PHOTO = PHOTOS / "pexels_women_on_phones.jpg"
+
+
+def frames(kind: str, n: int, size: tuple[int, int]) -> list[np.ndarray]:
+    w, h = size
+    big = Image.open(PHOTO).convert("RGB").resize((int(w * 1.3), int(h * 1.3)))
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(n):
+        if kind == "moving":
+            angle, zoom, dx = 0.3 * i, 1 + 0.002 * i, 0.8 * i
+        elif kind == "turn":
+            angle, zoom, dx = (15.0 if i >= 30 else 0.0), 1.0, 0.0
+        else:
+            angle, zoom, dx = 0.0, 1.0, 0.0
+        centre = (0.2 * big.width, 0.3 * big.height) if kind == "turn" else None  # the turn: about the left face
+        im = big.rotate(angle, resample=Image.BILINEAR, fillcolor=(128, 128, 128), center=centre)
+        cw, ch = w / zoom, h / zoom
+        left, top = (big.width - cw) / 2 - 40 + dx, (big.height - ch) / 2
+        a = np.asarray(im.crop((int(left), int(top), int(left + cw), int(top + ch))).resize((w, h), Image.BILINEAR))
+        if kind == "still":
+            a = np.clip(a + rng.normal(0, 3, a.shape), 0, 255).astype(np.uint8)
+        out.append(a)
+    return out
+
+
+def run(tracker: FacePoseTracker, clip: list[np.ndarray], fps: float = 30.0) -> tuple[float, list[list]]:
+    tracker.reset()
+    start = time.perf_counter()
+    result = [tracker.update(f, timestamp=i / fps) for i, f in enumerate(clip)]
+    return (time.perf_counter() - start) / len(clip), result
+
+
+def id_switches(result: list[list]) -> int:
+    """Times a track id appears that was not there before, beyond the first frame's, plus ids that vanish."""
+    seen = {f.track_id for f in result[0]}
+    switches = 0
+    for faces in result[1:]:
+        ids = {f.track_id for f in faces}
+        switches += len(ids - seen)
+        seen |= ids
+    return switches
+
+
+def jitter(result: list[list]) -> float:
+    """Mean absolute frame-to-frame change of yaw, pitch and roll, over the tracks, in degrees."""
+    by_track: dict[int, list] = {}
+    for faces in result:
+        for f in faces:
+            by_track.setdefault(f.track_id, []).append([f.yaw, f.pitch, f.roll])
+    steps = [np.abs(np.diff(np.array(v), axis=0)) for v in by_track.values() if len(v) > 1]
+    return float(np.concatenate(steps).mean()) if steps else float("nan")
+
+
+def lag(raw: list[list], smooth: list[list], at: int = 30, within: float = 2.0) -> int:
+    """Frames after the turn until every smoothed roll is within ``within`` degrees of the raw roll."""
+    for k in range(at, len(raw)):
+        r = {f.track_id: f.roll for f in raw[k]}
+        s = {f.track_id: f.roll for f in smooth[k]}
+        if r and all(abs(s.get(t, 1e9) - v) < within for t, v in r.items()):
+            return k - at
+    return len(raw) - at
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--frames", type=int, default=150)
+    p.add_argument("--size", default="640x480")
+    p.add_argument("--every", type=int, default=10)
+    args = p.parse_args(argv)
+    size = tuple(int(v) for v in args.size.split("x"))
+    det = FacePoseDetector()
+    smooth, raw = FacePoseTracker(det, args.every), FacePoseTracker(det, args.every, smooth=False)
+    print(f"{args.frames} frames of {args.size}, two faces, full detection every {args.every} frames")
+    for kind in ("moving", "still"):
+        clip = frames(kind, args.frames, size)
+        start = time.perf_counter()
+        for f in clip:
+            det.detect(f)
+        per_frame = (time.perf_counter() - start) / len(clip)
+        t_s, r_s = run(smooth, clip)
+        t_r, r_r = run(raw, clip)
+        print(f"{kind:>7}: detect every frame {1 / per_frame:6.1f} frames/s, tracker {1 / t_s:6.1f} frames/s "
+              f"({per_frame / t_s:.1f}x); id switches {id_switches(r_s)}; faces per frame "
+              f"{np.mean([len(x) for x in r_s]):.2f}; jitter {jitter(r_r):.2f} deg raw, {jitter(r_s):.2f} smoothed")
+    clip = frames("turn", 60, size)
+    _, r_s = run(smooth, clip)
+    _, r_r = run(raw, clip)
+    print(f"   turn: the smoothed roll is within 2 degrees of the raw one {lag(r_r, r_s)} frames after a 15-degree turn")
+    video_speed(det, frames("still", args.frames, size), args.every)
+
+
+def video_speed(det: FacePoseDetector, clip: list[np.ndarray], every: int) -> None:
+    """``facepose video`` on an H.264 file of ``clip`` against ``detect`` on every decoded frame."""
+    import av
+
+    from facepose.video import annotate_video
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "still.mp4"
+        out = av.open(str(src), "w")
+        stream = out.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4", rate=30)
+        stream.width, stream.height, stream.pix_fmt = clip[0].shape[1], clip[0].shape[0], "yuv420p"
+        for f in clip:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+        out.close()
+        start = time.perf_counter()
+        with av.open(str(src)) as c:
+            for frame in c.decode(video=0):
+                det.detect(frame.to_ndarray(format="rgb24"))
+        t_detect = time.perf_counter() - start
+        start = time.perf_counter()
+        summary = annotate_video(src, Path(tmp) / "out.mp4", FacePoseTracker(det, every))
+        t_video = time.perf_counter() - start
+    print(f"  video: facepose video (decode, track, draw, encode) {t_video:.1f} s for {summary.frames} frames, "
+          f"detect on every frame {t_detect:.1f} s: {t_detect / t_video:.1f}x faster; {summary.tracks} track ids")
+
+
+if __name__ == "__main__":
+    main()

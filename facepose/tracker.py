@@ -1,0 +1,175 @@
+"""``FacePoseTracker``: faces on video, each with a stable ``track_id``, followed from frame to frame.
+
+Every ``every`` frames (and whenever a face was lost) the whole cascade runs and finds new faces. On the
+frames between, each known face is refined from where it was: its last box, moved by its last velocity,
+goes through R-Net and FPNet alone (``cascade.refine`` and ``cascade.finish`` on that one box: no
+pyramid, and no NMS between faces, so a face keeps its id when another crosses it). A face whose crop
+R-Net or FPNet no longer accepts is lost, and its track ends. Boxes, landmarks and rotations are
+smoothed by One Euro filters (``smoothing``), the rotation as a rotation.
+"""
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .boxes import box_overlap, square
+from .cascade import Proposals, finish, refine, run_cascade
+from .crops import integral_image
+from .detector import Face, FacePoseDetector
+from .image import ImageInput, load_image
+from .rotation import matrix_to_euler
+from .smoothing import OneEuro, OneEuroRotation
+
+__all__ = ["TrackedFace", "FacePoseTracker"]
+
+MIN_STEP_IOU = 0.4  # a followed box must overlap its last box this much (faces do not jump between frames)
+REVIVE_IOU = 0.3
+FOLLOW_RNET_THRESHOLD = 0.3  # a new detection takes over a recently lost track it overlaps this much
+
+
+@dataclass
+class TrackedFace(Face):
+    """A ``Face`` on a video frame, with the id of the track it belongs to."""
+
+    track_id: int = -1
+
+    def to_dict(self) -> dict:
+        return {"track_id": self.track_id, **super().to_dict()}
+
+
+@dataclass
+class _Track:
+    track_id: int
+    box: np.ndarray  # raw (unsmoothed) box of the last frame
+    velocity: np.ndarray = field(default_factory=lambda: np.zeros(4))
+    score: float = 0.0
+    box_filter: OneEuro = field(default_factory=lambda: OneEuro(min_cutoff=1.0, beta=0.02))
+    marks_filter: OneEuro = field(default_factory=lambda: OneEuro(min_cutoff=1.0, beta=0.02))
+    rotation_filter: OneEuroRotation = field(default_factory=lambda: OneEuroRotation(min_cutoff=0.5, beta=2.0))
+
+
+class FacePoseTracker:
+    """Follows faces through a video: ``update(frame) -> list[TrackedFace]``.
+
+    Args:
+        detector: the detector whose networks and settings are used (default: the packaged one).
+        every: run the whole cascade every this many frames to pick up new faces (also when a face is lost).
+        smooth: One Euro smoothing of boxes, landmarks and rotation (default on).
+        fps: frame rate used for smoothing when ``update`` is given no timestamps (default: the wall clock).
+    """
+
+    def __init__(self, detector: FacePoseDetector | None = None, every: int = 10, smooth: bool = True,
+                 fps: float | None = None) -> None:
+        if every < 1:
+            raise ValueError(f"every must be at least 1, got {every}")
+        self.detector = detector or FacePoseDetector()
+        self.every, self.smooth, self.fps = every, smooth, fps
+        self.tracks: list[_Track] = []
+        self.lost: list[tuple[int, _Track]] = []  # (frame lost, track): a face found again near it keeps its id
+        self.frame_index = 0
+        self._ids = itertools.count(1)
+        self._last_time: float | None = None
+        self._need_detection = True
+
+    def reset(self) -> None:
+        """Forget every track (a new video)."""
+        self.tracks, self.lost, self.frame_index, self._last_time, self._need_detection = [], [], 0, None, True
+
+    @torch.inference_mode()
+    def update(self, frame: ImageInput, timestamp: float | None = None) -> list[TrackedFace]:
+        """The faces on the next frame (a path, PIL image or HxWx3 uint8 RGB array), best track first.
+        ``timestamp`` in seconds (default: from ``fps``, else the wall clock)."""
+        det = self.detector
+        pixels = load_image(frame, det.config.max_pixels)
+        if not pixels.flags.writeable:
+            pixels = pixels.copy()
+        now = timestamp if timestamp is not None else (
+            self.frame_index / self.fps if self.fps else time.perf_counter())
+        dt = 0.0 if self._last_time is None else now - self._last_time
+        self._last_time = now
+        image = torch.from_numpy(pixels).to(det.device).permute(2, 0, 1)[None].float()
+        flip = det.config.flip_pose and det.pose_available
+        found = self._follow(image, flip)  # track index -> (box, score, landmarks, rotation)
+        lost = len(found) < len(self.tracks)
+        self.lost = [(k, t) for k, t in self.lost if self.frame_index - k <= 3 * self.every]
+        self.lost += [(self.frame_index, t) for i, t in enumerate(self.tracks) if i not in found]
+        self.tracks = [t for i, t in enumerate(self.tracks) if i in found]
+        found = {k: found[i] for k, i in enumerate(sorted(found))}
+        if self._need_detection or lost or self.frame_index % self.every == 0:
+            found = self._detect(image, flip, found)
+        self._need_detection = not self.tracks
+        self.frame_index += 1
+        return self._report(found, dt)
+
+    def _follow(self, image: torch.Tensor, flip: bool) -> dict[int, tuple]:
+        """Each known face refined from its predicted box by R-Net and FPNet alone."""
+        c, nets = self.detector.config, self.detector.nets
+        if not self.tracks:
+            return {}
+        # black margins (as the original MTCNN pads crops): a face at the border is cut from the padded
+        # image whole, not stretched from its visible part, so its box does not drift off frame to frame
+        pad = int(max(max(t.box[2] - t.box[0], t.box[3] - t.box[1]) for t in self.tracks)) + 2
+        ii = integral_image(torch.nn.functional.pad(image[0], (pad, pad, pad, pad)))
+        found = {}
+        for i, track in enumerate(self.tracks):
+            guess = square(torch.tensor((track.box + track.velocity + pad)[None], dtype=torch.float32, device=image.device))
+            # R-Net only moves the box here (a face was there a frame ago); FPNet's threshold decides
+            p = refine(nets.rnet, ii, Proposals(guess, torch.ones(1, device=image.device)), FOLLOW_RNET_THRESHOLD, 1.0)
+            if not len(p):
+                continue
+            d = finish(nets.fpnet, ii, p, c.thresholds[2], 1.0, flip)
+            d.boxes, d.landmarks = d.boxes - pad, d.landmarks - pad
+            last = torch.tensor(track.box[None], dtype=d.boxes.dtype, device=d.boxes.device)
+            if len(d.boxes) and box_overlap(d.boxes[:1], last)[0, 0] > MIN_STEP_IOU:  # else it drifted off: lost
+                found[i] = (d.boxes[0], d.scores[0], d.landmarks[0], d.rotations[0] if d.rotations.numel() else None)
+        return found
+
+    def _detect(self, image: torch.Tensor, flip: bool, found: dict[int, tuple]) -> dict[int, tuple]:
+        """The whole cascade: detections that overlap a followed face update nothing (the followed box
+        stays, so ids do not jump); the others start new tracks."""
+        d = run_cascade(self.detector.nets, image, self.detector.config, flip)
+        known = torch.stack([f[0] for f in found.values()]) if found else d.boxes[:0]
+        overlap = box_overlap(d.boxes, known).max(1).values if len(known) and len(d.boxes) else None
+        for k in range(len(d.boxes)):
+            if overlap is not None and overlap[k] > 0.3:
+                continue
+            self.tracks.append(self._revive(d.boxes[k]) or _Track(next(self._ids), d.boxes[k].cpu().numpy().astype(np.float64)))
+            found[len(self.tracks) - 1] = (d.boxes[k], d.scores[k], d.landmarks[k],
+                                           d.rotations[k] if d.rotations.numel() else None)
+        return found
+
+    def _revive(self, box: torch.Tensor) -> _Track | None:
+        """The recently lost track whose predicted box this detection overlaps most (IoU above 0.3), if any:
+        a face that R-Net or FPNet let slip for a frame keeps its id."""
+        if not self.lost:
+            return None
+        where = lambda moved: torch.tensor(np.stack([t.box + moved * t.velocity * (self.frame_index - k)  # noqa: E731
+                                                     for k, t in self.lost]), dtype=box.dtype, device=box.device)
+        iou = torch.maximum(box_overlap(box[None], where(0))[0], box_overlap(box[None], where(1))[0])
+        best = int(iou.argmax())
+        if iou[best] <= REVIVE_IOU:
+            return None
+        _, track = self.lost.pop(best)
+        track.score = 0.0  # no velocity across the gap
+        return track
+
+    def _report(self, found: dict[int, tuple], dt: float) -> list[TrackedFace]:
+        faces = []
+        for i, (box, score, marks, rotation) in found.items():
+            track = self.tracks[i]
+            box = box.cpu().numpy().astype(np.float64)
+            track.velocity = box - track.box if track.score else np.zeros(4)
+            track.box, track.score = box, float(score)
+            marks = marks.cpu().numpy().astype(np.float64).reshape(-1)
+            r = None if rotation is None or not self.detector.pose_available else rotation.cpu().numpy().astype(np.float64)
+            if self.smooth:
+                box, marks = track.box_filter(box, dt), track.marks_filter(marks, dt)
+                r = track.rotation_filter(r, dt) if r is not None else None
+            angles = matrix_to_euler(torch.from_numpy(r)).tolist() if r is not None else [None] * 3
+            faces.append(TrackedFace(tuple(box.tolist()), float(score), [tuple(p) for p in marks.reshape(5, 2).tolist()],
+                                     r.tolist() if r is not None else None, *angles, track_id=track.track_id))
+        return sorted(faces, key=lambda f: f.track_id)

@@ -1,0 +1,146 @@
+"""Video: the tracker keeps one id per face (also when faces cross), smoothing steadies the pose, and
+``facepose video`` writes the annotated clip, its audio and one JSONL line per frame; bad files fail clearly."""
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from facepose.cli import main
+from facepose.smoothing import OneEuro, OneEuroRotation, rotation_exp, rotation_log
+
+from .conftest import PHOTOS, needs_photos
+
+needs_av = pytest.mark.skipif(importlib.util.find_spec("av") is None, reason="PyAV is not installed (pip install av)")
+
+
+def make_clip(path, frames, size=(320, 240), audio=True, shift=2):
+    """A clip from a real photo (two faces) panned ``shift`` px a frame, with a tone if ``audio``."""
+    import av
+
+    photo = np.asarray(Image.open(PHOTOS / "pexels_women_on_phones.jpg").convert("RGB").resize(size))
+    out = av.open(str(path), "w")
+    video = out.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4", rate=25)
+    video.width, video.height, video.pix_fmt = size[0], size[1], "yuv420p"
+    sound = out.add_stream("aac", rate=22050) if audio else None
+    for i in range(frames):
+        for packet in video.encode(av.VideoFrame.from_ndarray(np.roll(photo, shift * i, axis=1), format="rgb24")):
+            out.mux(packet)
+    for packet in video.encode():
+        out.mux(packet)
+    if sound is not None:
+        tone = (0.1 * np.sin(np.arange(22050 * frames // 25) * 0.12)).astype(np.float32)[None]
+        for k in range(0, tone.shape[1], 1024):
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(tone[:, k:k + 1024]), format="fltp", layout="mono")
+            frame.sample_rate = 22050
+            for packet in sound.encode(frame):
+                out.mux(packet)
+        for packet in sound.encode():
+            out.mux(packet)
+    out.close()
+    return path
+
+
+def test_rotation_log_and_exp_are_inverse():
+    rng = np.random.default_rng(0)
+    for v in [*rng.normal(0, 1, (5, 3)), np.zeros(3), np.array([0, 0, np.pi - 1e-9])]:
+        r = rotation_exp(v)
+        assert np.allclose(r.T @ r, np.eye(3), atol=1e-9)
+        assert np.allclose(rotation_exp(rotation_log(r)), r, atol=1e-6)
+
+
+def test_one_euro_smooths_noise_and_follows_a_step():
+    rng = np.random.default_rng(0)
+    f = OneEuro(min_cutoff=1.0, beta=0.02)
+    noisy = [f(np.array([10.0 + rng.normal(0, 1)]), 1 / 30)[0] for _ in range(300)]
+    assert np.std(np.diff(noisy[100:])) < 0.5 * np.std(np.diff(rng.normal(0, 1, 300)))
+    r = OneEuroRotation(min_cutoff=0.5, beta=2.0)
+    turn = rotation_exp(np.array([0.0, np.radians(40), 0.0]))
+    for _ in range(30):
+        r(np.eye(3), 1 / 30)
+    lag = next(k for k in range(30) if np.degrees(np.linalg.norm(rotation_log(r(turn, 1 / 30).T @ turn))) < 10)
+    assert lag <= 3  # a sudden 40-degree turn is followed within a few frames
+
+
+@needs_photos
+def test_tracker_keeps_ids_when_faces_cross():
+    """Two copies of a face slide past each other: each keeps its id through the crossing."""
+    from facepose.tracker import FacePoseTracker
+
+    face = np.asarray(Image.open(PHOTOS / "matplotlib_grace_hopper.jpg").convert("RGB").crop((150, 90, 380, 370)).resize((90, 110)))
+    tracker = FacePoseTracker(every=1000, fps=25)
+    positions = []
+    for k in range(30):
+        canvas = np.full((240, 480, 3), 235, np.uint8)
+        a, b = 20 + 12 * k, 370 - 12 * k  # A moves right, B left; they meet near the middle
+        canvas[20:130, a:a + 90] = face
+        canvas[120:230, b:b + 90] = face
+        faces = tracker.update(canvas)
+        positions.append({f.track_id: (f.box[0] + f.box[2]) / 2 for f in faces})
+    first = positions[0]
+    assert len(first) == 2
+    left, right = min(first, key=first.get), max(first, key=first.get)
+    last = positions[-1]
+    assert set(last) == {left, right}  # the same two ids at the end
+    assert last[left] > last[right]  # and they crossed: the one that started left is now on the right
+
+
+@needs_photos
+@needs_av
+def test_video_cli_on_a_short_clip(tmp_path):
+    clip = make_clip(tmp_path / "clip.mp4", 20)
+    out = tmp_path / "annotated.mp4"
+    assert main(["video", str(clip), str(out), "--every", "5"]) == 0
+    import av
+
+    with av.open(str(out)) as c:
+        assert [s.type for s in c.streams] == ["video", "audio"]  # the audio is kept
+        v = c.streams.video[0]
+        assert (v.codec_context.width, v.codec_context.height, float(v.average_rate)) == (320, 240, 25.0)
+        assert sum(1 for _ in c.decode(video=0)) == 20
+    lines = [json.loads(x) for x in (tmp_path / "annotated.jsonl").read_text().splitlines()]
+    assert [x["frame"] for x in lines] == list(range(20))
+    assert all(len(x["faces"]) == 2 for x in lines)
+    assert {f["track_id"] for x in lines for f in x["faces"]} == {1, 2}  # one id per face throughout
+    assert set(lines[0]["faces"][0]) == {"track_id", "box", "score", "landmarks", "rotation", "yaw", "pitch", "roll"}
+    assert main(["video", str(clip), str(out)]) == 2  # results exist: kept without --overwrite
+
+
+@needs_av
+def test_bad_videos_get_clear_errors(tmp_path, capsys):
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video")
+    assert main(["video", str(text), str(tmp_path / "o.mp4")]) == 2
+    assert "is not a video file" in capsys.readouterr().err
+    image = tmp_path / "still.png"
+    Image.new("RGB", (64, 48)).save(image)
+    assert main(["video", str(tmp_path / "missing.mp4"), str(tmp_path / "o.mp4")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    sound = tmp_path / "sound.wav"
+    import wave
+
+    with wave.open(str(sound), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(8000), w.writeframes(b"\0\0" * 800)
+    assert main(["video", str(sound), str(tmp_path / "o.mp4")]) == 2
+    assert "has no video stream" in capsys.readouterr().err
+    assert not (tmp_path / "o.mp4").exists() and not (tmp_path / "o.jsonl").exists()
+
+
+@needs_photos
+@needs_av
+def test_truncated_video_keeps_what_decoded(tmp_path, capsys):
+    clip = make_clip(tmp_path / "clip.mkv", 30, audio=False)
+    data = clip.read_bytes()
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(data[: len(data) // 2])
+    code = main(["video", str(cut), str(tmp_path / "o.mkv")])
+    err = capsys.readouterr().err
+    assert code in (0, 2)
+    if code == 2:
+        assert "truncated or corrupt" in err or "no decodable" in err
+    else:  # FFmpeg reads a cut Matroska file up to the cut: fewer frames, no error
+        frames = (tmp_path / "o.jsonl").read_text().count("\n")
+        assert 0 < frames < 30
