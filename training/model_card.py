@@ -8,7 +8,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .metrics import aflw2000_rows, ap_table, pose_table
+from .metrics import aflw2000_rows, ap_table, common_table, pose_table
 from .paths import REPO
 
 
@@ -58,6 +58,14 @@ def training_targets(recipe: dict) -> str:
                 "mirrored labels at random.")
     return ("Face cross-entropy on the IoU labels, box and rotation regression; mirrored copies with\n  mirrored "
             "labels at random.")
+
+
+def previous_line(m: dict) -> str:
+    p = m.get("previous")
+    if not p:
+        return ""
+    return (f"\n{p['note']}: {p['aflw2000']['end_to_end']['mean']:.2f} end to end flip-averaged, "
+            f"{p['aflw2000']['end_to_end_without_flip']['mean']:.2f} single crop.\n")
 
 
 def teachers_section(m: dict) -> str:
@@ -156,6 +164,8 @@ measured on those. By default each face's rotation is averaged with the one FPNe
 (`flip_pose=True`: one more pass of FPNet over the found faces only). Mean absolute error in degrees:
 
 {pose_table(aflw2000_rows(a))}
+
+{chr(10).join(common_table(a))}{previous_line(m)}
 
 ![pose error against yaw](pose_error_vs_yaw.png)
 

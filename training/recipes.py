@@ -79,8 +79,9 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
         "weights. Trained: the pose branch (a 2x2 convolution with 64 maps over O-Net's third pooling, 96 dense "
         "units, PReLU) and the rotation head, which reads those and O-Net's 256 dense units. 20 epochs of Adam "
         "(lr 0.001 x 0.83 per epoch, batch 64, dropout 0.1; the best epoch by validation pose error against the "
-        "teacher is kept) on the positives that carry a teacher rotation, geodesic loss to the teacher's "
-        "flip-averaged rotation; random mirroring, crop jitter (shifts up to 12% of the side, zooms +-16%: "
+        "teacher is kept) on the positives that carry a teacher rotation, geodesic loss to their label (the rotation "
+        "mean of flip-averaged WHENet and MediaPipe Face Mesh where Face Mesh finds the face, WHENet "
+        "elsewhere); random mirroring, crop jitter (shifts up to 12% of the side, zooms +-16%: "
         "R-Net's boxes vary around a face), photometric augmentation and low resolution on 30% of the crops.",
         arch="fpnet_branch", sizes={"pose_channels": 64, "pose_hidden": 96}, init="onet", train_detection=False,
         epochs=20, lr=0.001, dropout=0.1, rotation_loss="geodesic", mining="none", negatives_per_positive=0.0,

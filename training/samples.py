@@ -36,13 +36,15 @@ def load_samples(folders: Path | str | list[Path | str], split: str) -> Samples:
     """All shards of ``split`` ("train" or "val") listed in the ``manifest.json`` of each folder (one data
     set, or several built side by side, e.g. one per source)."""
     folders = [Path(f) for f in (folders if isinstance(folders, (list, tuple)) else [folders])]
-    parts = []
+    shards = []  # sorted by name over all folders: one data set built in parts loads as if built at once
     for folder in folders:
         manifest = json.loads((folder / "manifest.json").read_text())
-        for name, info in sorted(manifest["shards"].items()):
-            if info["split"] == split and info.get("samples", 0) > 0:
-                with np.load(folder / "shards" / f"{name}.npz") as z:
-                    parts.append({k: z[k] for k in Samples.__dataclass_fields__})
+        shards += [(name, folder) for name, info in manifest["shards"].items()
+                   if info["split"] == split and info.get("samples", 0) > 0]
+    parts = []
+    for name, folder in sorted(shards):
+        with np.load(folder / "shards" / f"{name}.npz") as z:
+            parts.append({k: z[k] for k in Samples.__dataclass_fields__})
     if not parts:
         raise FileNotFoundError(f"no {split} shards in {', '.join(map(str, folders))}; run python -m training.build_dataset first")
     cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
