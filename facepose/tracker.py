@@ -47,6 +47,7 @@ class _Track:
     box: np.ndarray  # raw (unsmoothed) box of the last frame
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(4))
     score: float = 0.0
+    age: int = 0  # frames it has been reported
     box_filter: OneEuro = field(default_factory=lambda: OneEuro(min_cutoff=1.0, beta=0.02))
     marks_filter: OneEuro = field(default_factory=lambda: OneEuro(min_cutoff=1.0, beta=0.02))
     rotation_filter: OneEuroRotation = field(default_factory=lambda: OneEuroRotation(min_cutoff=0.5, beta=2.0))
@@ -94,7 +95,9 @@ class FacePoseTracker:
         image = torch.from_numpy(pixels).to(det.device).permute(2, 0, 1)[None].float()
         flip = det.config.flip_pose and det.pose_available
         found = self._follow(image, flip)  # track index -> (box, score, landmarks, rotation)
-        lost = len(found) < len(self.tracks)
+        # a face that had been followed for a while and is gone: look for it (and any other) at once;
+        # one that flickers at the threshold waits for the next periodic detection
+        lost = any(t.age >= 3 for i, t in enumerate(self.tracks) if i not in found)
         self.lost = [(k, t) for k, t in self.lost if self.frame_index - k <= 3 * self.every]
         self.lost += [(self.frame_index, t) for i, t in enumerate(self.tracks) if i not in found]
         self.tracks = [t for i, t in enumerate(self.tracks) if i in found]
@@ -163,7 +166,7 @@ class FacePoseTracker:
             track = self.tracks[i]
             box = box.cpu().numpy().astype(np.float64)
             track.velocity = box - track.box if track.score else np.zeros(4)
-            track.box, track.score = box, float(score)
+            track.box, track.score, track.age = box, float(score), track.age + 1
             marks = marks.cpu().numpy().astype(np.float64).reshape(-1)
             r = None if rotation is None or not self.detector.pose_available else rotation.cpu().numpy().astype(np.float64)
             if self.smooth:
