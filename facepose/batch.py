@@ -199,11 +199,11 @@ def _work(path: Path) -> dict:
     return process_image(_worker_state["detector"], _worker_state["job"], path)
 
 
-def run_local(job: Job, pending: list[Path], workers: int) -> Iterator[dict]:
-    """Records of ``pending`` as they finish: in this process (``workers=1``) or spread over ``workers``
-    processes, each with its own detector and ``cores // workers`` threads."""
+def run_local(job: Job, pending: list[Path], workers: int, detector=None) -> Iterator[dict]:
+    """Records of ``pending`` as they finish: in this process (``workers=1``, with ``detector`` if given) or
+    spread over ``workers`` processes, each with its own detector and ``cores // workers`` threads."""
     if workers <= 1:
-        detector = job.detector()
+        detector = detector or job.detector()
         for path in pending:
             yield process_image(detector, job, path)
         return

@@ -36,14 +36,15 @@ def run_detect(args: argparse.Namespace) -> int:
                                 flip_pose=not args.no_flip_pose)
         job = Job(src, dest, str(args.weights) if args.weights else None, args.device, config, args.recursive,
                   not args.no_images, args.backend)
-        pose_available = job.detector().pose_available  # a bad weights file or device fails here, before any work
+        detector = job.detector()  # a bad weights file or device fails here, before any work
+        pose_available = detector.pose_available
         pending = plan(job, args.overwrite)
         if args.ray:
             from .ray_runner import run_ray
 
             records = run_ray(job, pending)
         else:
-            records = run_local(job, pending, args.workers)
+            records = run_local(job, pending, args.workers, detector)
         with ResultLog(dest / JSONL_NAME) as log:
             for record in tqdm(records, total=len(pending), desc="detecting", unit="img", disable=not pending):
                 log.append(record)
