@@ -14,6 +14,7 @@ import os
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
+from itertools import islice
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -211,13 +212,10 @@ def run_local(job: Job, pending: list[Path], workers: int, detector=None) -> Ite
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
                              initargs=(job, threads)) as pool:
         todo = iter(pending)
-        running = {pool.submit(_work, p) for p in _take(todo, 2 * workers)}
+        running = {pool.submit(_work, p) for p in islice(todo, 2 * workers)}
         while running:
             finished, running = wait(running, return_when=FIRST_COMPLETED)
-            running |= {pool.submit(_work, p) for p in _take(todo, len(finished))}
+            running |= {pool.submit(_work, p) for p in islice(todo, len(finished))}
             for future in finished:
                 yield future.result()
 
-
-def _take(it: Iterator[Path], n: int) -> list[Path]:
-    return [p for _, p in zip(range(n), it)]

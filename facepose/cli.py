@@ -11,6 +11,7 @@ from tqdm import tqdm
 from . import __version__
 from .batch import JSONL_NAME, RUN_NAME, Job, ResultLog, plan, read_results, run_local
 from .config import DetectorConfig
+from .hub import write_config
 from .weights import WeightsError
 
 __all__ = ["main", "build_parser"]
@@ -160,8 +161,6 @@ def run_video(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    import json
-
     from .detector import FacePoseDetector
     from .onnx_backend import ONNX_FILES, export_onnx
 
@@ -176,8 +175,7 @@ def run_export(args: argparse.Namespace) -> int:
         written = export_onnx(detector.nets, folder, detector.pose_available)
     except (WeightsError, ImportError, RuntimeError) as e:
         return _fail(str(e))
-    config = {"facepose_version": __version__, "pose_available": detector.pose_available, **detector.config.to_dict()}
-    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    write_config(folder, detector.config, detector.pose_available)
     print(f"wrote {', '.join(p.name for p in written)} and config.json to {folder} (checked with onnx.checker)")
     return 0
 

@@ -19,7 +19,7 @@ from .config import DetectorConfig
 from .nets import CascadeNets
 from .weights import save_net
 
-__all__ = ["NETWORK_FILES", "CONFIG_FILE", "HubError", "save_pretrained", "resolve", "read_config", "push_to_hub"]
+__all__ = ["NETWORK_FILES", "CONFIG_FILE", "HubError", "save_pretrained", "write_config", "resolve", "read_config", "push_to_hub"]
 
 NETWORK_FILES = {name: f"{name}.safetensors" for name in CascadeNets._fields}
 CONFIG_FILE = "config.json"
@@ -44,9 +44,16 @@ def save_pretrained(folder: str | Path, nets: CascadeNets, config: DetectorConfi
         from .onnx_backend import export_onnx
 
         export_onnx(nets, folder, pose_available)
-    data = {"facepose_version": __version__, "pose_available": pose_available, **config.to_dict()}
-    (folder / CONFIG_FILE).write_text(json.dumps(data, indent=2) + "\n")
+    write_config(folder, config, pose_available)
     return folder
+
+
+def write_config(folder: str | Path, config: DetectorConfig, pose_available: bool) -> Path:
+    """``folder/config.json``: the FacePose version, whether the pose is trained, and the settings."""
+    data = {"facepose_version": __version__, "pose_available": pose_available, **config.to_dict()}
+    path = Path(folder) / CONFIG_FILE
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return path
 
 
 def _fetch(repo_id: str) -> Path:

@@ -70,14 +70,12 @@ def test_face_mesh_teacher_on_aflw2000():
     from PIL import Image
 
     from training.aflw2000 import load_aflw2000, teacher_box
-    from training.build_dataset import MESH_SIZE
-    from training.mediapipe_teacher import FaceMeshTeacher, square_context
+    from training.mediapipe_teacher import FaceMeshTeacher
 
     teacher = FaceMeshTeacher()
     pred, truth = [], []
     for s in load_aflw2000(AFLW2000)[::20]:
-        context = Image.open(s.image).convert("RGB").crop(square_context(teacher_box(s.landmarks)))
-        r = teacher.flip_averaged(np.asarray(context.resize((MESH_SIZE, MESH_SIZE), Image.BILINEAR)))
+        r = teacher.teach(np.asarray(Image.open(s.image).convert("RGB")), teacher_box(s.landmarks))
         if r is not None:
             pred.append(r)
             truth.append(euler_to_matrix(*torch.tensor(s.angles)))

@@ -35,7 +35,7 @@ from facepose.weights import WEIGHTS_DIR, load_last_stage, load_pnet, load_rnet
 from . import sources
 from .aflw2000 import crop_square
 from .labels import TEACHERS, teacher_labels
-from .mediapipe_teacher import FaceMeshTeacher, square_context
+from .mediapipe_teacher import FaceMeshTeacher
 from .paths import AFLW_FACES, AFLW_FACES_EXTRA, WIDER_TRAIN
 from .samples import KIND
 from .teacher import find_whenet_h5, flip_averaged, load_whenet
@@ -45,7 +45,6 @@ POS_IOU, PART_IOU, NEG_IOU = 0.65, 0.4, 0.3
 # Median box of the teacher crop relative to O-Net's face box (x1, y1, x2, y2 offsets in units of the
 # box's width/height), measured on AFLW face crops; recomputed by each build and stored in the manifest.
 DEFAULT_TEACHER_BOX = (-0.25, -0.3, 0.25, 0.05)
-MESH_SIZE = 256  # Face Mesh sees a square of 1.6 times the teacher box, resized to this
 
 
 def is_validation(key: str, every: int = 20) -> bool:
@@ -184,8 +183,7 @@ class Builder:
         if todo and self.facemesh is None:
             self.facemesh = FaceMeshTeacher()
         for key, pixels, box in todo:
-            crop = Image.fromarray(pixels).crop(square_context(box)).resize((MESH_SIZE, MESH_SIZE), Image.BILINEAR)
-            r = self.facemesh.flip_averaged(np.asarray(crop))
+            r = self.facemesh.teach(pixels, box)
             self.mp_cache[key] = None if r is None else r.reshape(-1).tolist()
 
     # -- calibration ---------------------------------------------------------------------------------

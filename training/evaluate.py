@@ -27,9 +27,8 @@ from facepose.rotation import matrix_to_euler, sixd_to_matrix
 from facepose.weights import WEIGHTS_DIR, load_last_stage
 
 from .aflw2000 import crop_square, load_aflw2000, teacher_box
-from .build_dataset import MESH_SIZE
 from .labels import teacher_labels
-from .mediapipe_teacher import FaceMeshTeacher, square_context
+from .mediapipe_teacher import FaceMeshTeacher
 from .metrics import aflw2000_rows, angle_errors, ap_table, average_precision, common_table, pose_table, summary
 from .paths import AFLW2000, PHOTOS, WIDER_VAL
 from .sources import read_wider_boxes, small_faces
@@ -74,8 +73,7 @@ def evaluate_aflw2000(detector: FacePoseDetector, fpnet, teacher, root: Path, li
             crop_pred.append(matrix_to_euler(sixd_to_matrix(out.sixd.double()))[0].numpy())
         if facemesh is not None:
             mesh_peer.append(facemesh.rotation(pixels))
-            context = Image.fromarray(pixels).crop(square_context(teacher_box(s.landmarks)))
-            mesh_teacher.append(facemesh.flip_averaged(np.asarray(context.resize((MESH_SIZE, MESH_SIZE), Image.BILINEAR))))
+            mesh_teacher.append(facemesh.teach(pixels, teacher_box(s.landmarks)))
         batch_t.append(crop_square(Image.fromarray(pixels), teacher_box(s.landmarks)))
         if len(batch_t) == 32 or i == len(samples) - 1:
             x = torch.from_numpy(np.stack(batch_t)).permute(0, 3, 1, 2).float()

@@ -22,7 +22,10 @@ from facepose.rotation import mean_rotation, mirror_matrix
 
 from .paths import MEDIAPIPE
 
-__all__ = ["load_canonical_face", "landmarks_to_camera", "procrustes_rotation", "FaceMeshTeacher", "square_context"]
+__all__ = ["MESH_SIZE", "load_canonical_face", "landmarks_to_camera", "procrustes_rotation", "FaceMeshTeacher",
+           "square_context"]
+
+MESH_SIZE = 256  # Face Mesh sees a square of 1.6 times the teacher box, resized to this
 
 
 def load_canonical_face(path: Path | str = MEDIAPIPE / "canonical_face_model_vertices.txt") -> np.ndarray:
@@ -89,6 +92,14 @@ class FaceMeshTeacher:
         if not found:
             return None
         return mean_rotation(torch.from_numpy(np.stack(found))).numpy()
+
+    def teach(self, pixels: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray | None:
+        """The teacher's label for the face in ``box`` of ``pixels``: ``flip_averaged`` on the square around it
+        (``square_context``, black outside the image) resized to ``MESH_SIZE``; None if Face Mesh finds none."""
+        from PIL import Image
+
+        crop = Image.fromarray(np.ascontiguousarray(pixels)).crop(square_context(box))
+        return self.flip_averaged(np.asarray(crop.resize((MESH_SIZE, MESH_SIZE), Image.BILINEAR)))
 
     def close(self) -> None:
         self.mesh.close()
