@@ -7,13 +7,22 @@ Also the entry point of the Hugging Face Space (see README front matter).
 from __future__ import annotations
 
 import argparse
+import base64
+import io
+import itertools
 import json
 import os
+import shutil
 import tempfile
+import threading
 import time
+import uuid
 from pathlib import Path
 
 import gradio as gr
+import numpy as np
+from gradio.data_classes import ImageData
+from PIL import Image
 
 from facepose import FacePoseDetector, ImageError, load_image
 from facepose.draw import draw_faces
@@ -26,6 +35,70 @@ HERE = Path(__file__).resolve().parent
 EXAMPLES = sorted(str(p) for p in (HERE / "examples").glob("*.jpg"))
 TABLE_HEADERS = ["face", "score", "x1", "y1", "x2", "y2", "yaw", "pitch", "roll"]
 MAX_UPLOAD = "50mb"
+# Serving limits (README, "The web demo under load"). Photo requests run one at a time: the networks already
+# use both cores, so a second concurrent request only slows the first. Requests wait in one queue; beyond
+# QUEUE_SIZE waiting, a request is refused at once with Gradio's "busy, try again" answer (503 for the API).
+PHOTO_CONCURRENCY = 1
+QUEUE_SIZE = 128
+CAMERAS = 4  # live webcam streams at once
+CACHE_CLEANING = (60, 300)  # every 60 s, Gradio deletes the files it served (and uploads) over 5 minutes old
+OUTPUT_FORMAT = "jpeg"  # annotated images: 6 ms to encode at 1280x845, where webp takes 130 ms and png 500 ms
+
+
+def _glibc():
+    """The C library when it is glibc (Linux), else None."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+LIBC = _glibc()
+if LIBC is not None:
+    # glibc gives every thread that allocates its own arena and seldom returns freed memory: under bursts
+    # (the server's thread pool, 40 threads) resident memory ratchets up. Two arenas, and a trim every
+    # TRIM_EVERY requests, keep it flat (benchmarks/load.py). Not after every request: the next request
+    # would fault the pages back in (30 ms).
+    LIBC.mallopt(-8, 2)  # M_ARENA_MAX
+TRIM_EVERY = 16
+_served = itertools.count(1)
+
+
+def release_memory() -> None:
+    """Every ``TRIM_EVERY``-th call, hand freed heap memory back to the system (glibc only)."""
+    if LIBC is not None and next(_served) % TRIM_EVERY == 0:
+        LIBC.malloc_trim(0)
+
+
+class Outbox:
+    """A folder for the files handlers return (JSON, videos), keeping only the newest ``keep``.
+
+    Gradio copies each returned file into its own cache (which ``CACHE_CLEANING`` empties) as soon as the
+    handler returns, so older files here are no longer needed; without this every request left one behind.
+    """
+
+    def __init__(self, keep: int, folder: Path | None = None) -> None:
+        self.folder = Path(folder or tempfile.mkdtemp(prefix="facepose_outbox_"))
+        self.keep = keep
+        self._files: list[Path] = []
+        self._lock = threading.Lock()
+
+    def path(self, name: str) -> Path:
+        """A fresh path named ``name`` (in a folder of its own, so that the download keeps the name and
+        Gradio's cache, keyed by content, holds one copy of identical answers); the oldest files beyond
+        ``keep`` are deleted."""
+        path = self.folder / uuid.uuid4().hex[:12] / name
+        path.parent.mkdir()
+        with self._lock:
+            self._files.append(path)
+            old, self._files = self._files[:-self.keep], self._files[-self.keep:]
+        for f in old:
+            shutil.rmtree(f.parent, ignore_errors=True)
+        return path
 
 
 class PhotoInput(gr.Image):
@@ -42,18 +115,38 @@ class PhotoInput(gr.Image):
         return super().preprocess(payload)
 
 
+class InlineImage(gr.Image):
+    """Output ``gr.Image`` sent inside the answer as a JPEG data URL instead of a file in Gradio's cache:
+    for the live stream, where a file per frame (10 a second per camera) would fill the temp folder."""
+
+    @classmethod
+    def get_block_name(cls) -> str:
+        return "image"
+
+    def postprocess(self, value):
+        if value is None:
+            return None
+        image = Image.fromarray(value) if isinstance(value, np.ndarray) else value
+        buffer = io.BytesIO()
+        image.convert("RGB").save(buffer, format="jpeg", quality=85)
+        return ImageData(url="data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode(), orig_name="frame.jpg")
+
+
 class Demo:
     """The app's state: one detector whose networks every request shares (inference only reads them)."""
 
     def __init__(self, weights: str | None = None, backend: str = "torch") -> None:
         self.base = FacePoseDetector(weights=weights, backend=backend)
+        self.json_files = Outbox(keep=8)
+        self.videos = Outbox(keep=4)
 
-    def detector(self, min_face_size: float, threshold: float) -> FacePoseDetector:
+    def detector(self, min_face_size: float, threshold: float, any_rotation: bool = False) -> FacePoseDetector:
         """A detector with this request's settings, sharing the networks."""
         t = self.base.config.thresholds
-        return self.base.replace(min_face_size=float(min_face_size), thresholds=(t[0], t[1], float(threshold)))
+        return self.base.replace(min_face_size=float(min_face_size), thresholds=(t[0], t[1], float(threshold)),
+                                 any_rotation=bool(any_rotation))
 
-    def run(self, image, min_face_size: float, threshold: float, landmarks: bool):
+    def run(self, image, min_face_size: float, threshold: float, landmarks: bool, any_rotation: bool = False):
         """-> annotated image, 3D figure, table rows, JSON file, status message."""
         if image is None:
             return None, None, [], None, "Upload a photo, take a webcam snapshot or paste an image."
@@ -61,7 +154,7 @@ class Demo:
             pixels = load_image(image)
         except ImageError as e:
             return None, None, [], None, f"**Cannot use this input:** {e}"
-        det = self.detector(min_face_size, threshold)
+        det = self.detector(min_face_size, threshold, any_rotation)
         start = time.perf_counter()
         faces = det.detect(pixels)
         ms = 1000 * (time.perf_counter() - start)
@@ -69,7 +162,7 @@ class Demo:
                  *(round(v, 1) if v is not None else None for v in (f.yaw, f.pitch, f.roll))] for i, f in enumerate(faces)]
         report = {"width": int(pixels.shape[1]), "height": int(pixels.shape[0]), "pose_available": det.pose_available,
                   "faces": [f.to_dict() for f in faces]}
-        path = Path(tempfile.mkdtemp(prefix="facepose_")) / "detections.json"
+        path = self.json_files.path("detections.json")
         path.write_text(json.dumps(report, indent=1))
         if not faces:
             status = (f"**No face found** ({pixels.shape[1]}x{pixels.shape[0]} px, {ms:.0f} ms). "
@@ -79,6 +172,8 @@ class Demo:
             if not det.pose_available:
                 status += " These weights have no trained pose head: no angles."
         annotated = draw_faces(pixels, faces, landmarks=landmarks)
+        del pixels
+        release_memory()
         return annotated, rotation_figure(faces), rows, str(path), status
 
     def stream(self, frame, min_face_size: float, threshold: float, landmarks: bool, state: dict | None):
@@ -105,7 +200,7 @@ class Demo:
         """An uploaded video -> annotated video, its JSONL, the pose chart, status message."""
         if path is None:
             return None, None, None, "Upload a video."
-        out = Path(tempfile.mkdtemp(prefix="facepose_video_")) / "annotated.mp4"
+        out = self.videos.path("annotated.mp4")
         tracker = FacePoseTracker(self.detector(min_face_size, threshold), every=10)
         start = time.perf_counter()
         try:
@@ -121,17 +216,19 @@ class Demo:
 
 def build_demo(weights: str | None = None, backend: str = "torch") -> gr.Blocks:
     demo_state = Demo(weights, backend)
-    with gr.Blocks(title="FacePose") as demo:
+    with gr.Blocks(title="FacePose", delete_cache=CACHE_CLEANING) as demo:
         gr.Markdown(
             "# FacePose\nEvery face in a photo, where it is and which way the head is turned in 3D: MTCNN's "
             "cascade with **FPNet**: MTCNN's own O-Net (the same faces as MTCNN) plus a small pose branch "
-            "distilled from WHENet that regresses the head's rotation. "
+            "distilled from two teachers (WHENet and MediaPipe Face Mesh) that regresses the head's rotation. "
             "Axes drawn on each face: x red, y green, z blue (out of the face)."
         )
         with gr.Row():
             min_face = gr.Slider(12, 200, value=20, step=1, label="Minimum face size (px)")
             threshold = gr.Slider(0.5, 0.99, value=0.7, step=0.01, label="Face threshold (last stage)")
             landmarks = gr.Checkbox(value=True, label="Show landmarks")
+            any_rotation = gr.Checkbox(value=False, label="Any rotation (sideways, upside down; photos, ~2.3x slower)",
+                                       elem_id="any_rotation")
         with gr.Tab("Photo"):
             with gr.Row():
                 with gr.Column():
@@ -141,23 +238,27 @@ def build_demo(weights: str | None = None, backend: str = "torch") -> gr.Blocks:
                         gr.Examples(EXAMPLES, inputs=photo, label="Examples (public domain, see examples/ATTRIBUTION.md)")
                 with gr.Column():
                     status = gr.Markdown("Upload a photo, take a webcam snapshot or paste an image.", elem_id="status")
-                    annotated = gr.Image(label="Detections", type="pil", elem_id="annotated", interactive=False)
+                    annotated = gr.Image(label="Detections", type="pil", format=OUTPUT_FORMAT, elem_id="annotated",
+                                         interactive=False)
             plot = gr.Plot(label="3D head rotation", elem_id="plot3d")
             table = gr.Dataframe(headers=TABLE_HEADERS, label="Faces", elem_id="faces", interactive=False)
             download = gr.File(label="Detections (JSON)", elem_id="json")
-            inputs = [photo, min_face, threshold, landmarks]
+            inputs = [photo, min_face, threshold, landmarks, any_rotation]
             outputs = [annotated, plot, table, download, status]
-            run.click(demo_state.run, inputs, outputs, concurrency_limit=2, api_name="detect")
-            photo.upload(demo_state.run, inputs, outputs, concurrency_limit=2, api_visibility="private")
+            # one concurrency group for the button and the upload event: together at most PHOTO_CONCURRENCY
+            run.click(demo_state.run, inputs, outputs, concurrency_limit=PHOTO_CONCURRENCY, concurrency_id="photo",
+                      api_name="detect")
+            photo.upload(demo_state.run, inputs, outputs, concurrency_limit=PHOTO_CONCURRENCY, concurrency_id="photo",
+                         api_visibility="private")
         with gr.Tab("Live webcam"):
             gr.Markdown("Start the camera: every frame is annotated as it comes; the frame rate reached shows below.")
             with gr.Row():
                 cam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Camera", elem_id="camera")
-                live = gr.Image(label="Annotated stream", elem_id="live", interactive=False)
+                live = InlineImage(label="Annotated stream", elem_id="live", interactive=False)
             rate = gr.Markdown("", elem_id="rate")
             session = gr.State(None)
             cam.stream(demo_state.stream, [cam, min_face, threshold, landmarks, session], [live, rate, session],
-                       stream_every=0.1, time_limit=600, concurrency_limit=4, api_visibility="private")
+                       stream_every=0.1, time_limit=600, concurrency_limit=CAMERAS, api_visibility="private")
         with gr.Tab("Video"):
             gr.Markdown("Upload a video: faces are followed from frame to frame (one id per face) with steady pose; "
                         "you get the annotated video, one JSON line per frame, and the pose of each face over time.")
@@ -181,11 +282,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link")
     parser.add_argument("--weights", default=None, help="FPNet weights (.safetensors); default: packaged")
+    parser.add_argument("--queue-size", type=int, default=QUEUE_SIZE,
+                        help="requests that may wait; beyond, a request is refused with a 'busy, try again' answer")
     parser.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
                         help="what runs the networks (onnxruntime needs pip install onnx onnxruntime)")
     args = parser.parse_args(argv)
     demo = build_demo(args.weights, args.backend)
-    demo.queue(default_concurrency_limit=2, max_size=32)
+    demo.queue(default_concurrency_limit=1, max_size=args.queue_size)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_UPLOAD,
                 show_error=True)
 

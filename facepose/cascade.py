@@ -17,7 +17,7 @@ from .nets import CascadeNets, ONet, PNet, RNet, face_probability
 from .pyramid import pyramid_level, pyramid_scales
 from .rotation import matrix_to_sixd, mirror_matrix, sixd_to_matrix
 
-__all__ = ["Proposals", "Detections", "normalize", "propose", "refine", "finish", "finish_crops", "propose_and_refine",
+__all__ = ["Proposals", "Detections", "normalize", "propose", "propose_levels", "refine", "finish", "finish_crops", "propose_and_refine",
            "run_cascade"]
 
 STRIDE, CELL = 2, 12  # P-Net sees a 12x12 window every 2 pixels
@@ -49,12 +49,12 @@ class Detections:
     rotations: torch.Tensor  # (N, 3, 3), or (N, 0, 0) when the network has no rotation head
 
 
-def _scan_level(pnet: PNet, image: torch.Tensor, scale: float, threshold: float) -> Proposals:
-    """P-Net over one pyramid level: every window above ``threshold``, with regressed boxes kept
-    in the 4 extra columns for later."""
-    prob, reg = pnet(normalize(pyramid_level(image, scale)))
+def _scan_level(pnet: PNet, level: torch.Tensor, scale: float, threshold: float) -> Proposals:
+    """P-Net over one pyramid level (``(1, 3, h, w)``, 0-255): every window above ``threshold``, with
+    regressed boxes kept in the 4 extra columns for later."""
+    prob, reg = pnet(normalize(level))
     rows, cols = torch.nonzero(prob[0] >= threshold, as_tuple=True)
-    xy = torch.stack((cols, rows), dim=1).to(image.dtype)
+    xy = torch.stack((cols, rows), dim=1).to(level.dtype)
     top_left = ((STRIDE * xy + 1) / scale).floor()
     bottom_right = ((STRIDE * xy + CELL) / scale).floor()
     boxes = torch.cat((top_left, bottom_right, reg[0, :, rows, cols].T), dim=1)
@@ -67,13 +67,23 @@ def propose(
 ) -> Proposals:
     """Stage 1: P-Net on the image pyramid, NMS per level and over all levels, box regression, squared."""
     height, width = image.shape[-2:]
+    levels = [(scale, pyramid_level(image, scale)) for scale in pyramid_scales(height, width, min_face_size, factor)]
+    return propose_levels(pnet, levels, threshold, nms_level, nms_all)
+
+
+def propose_levels(pnet: PNet, levels: list[tuple[float, torch.Tensor]], threshold: float, nms_level: float = 0.5,
+                   nms_all: float = 0.7) -> Proposals:
+    """Stage 1 on pyramid levels already resampled: ``(scale, (1, 3, h, w) level)`` pairs, largest first
+    (``propose`` makes them; ``turns`` scans the same levels turned)."""
     found = []
-    for scale in pyramid_scales(height, width, min_face_size, factor):
-        p = _scan_level(pnet, image, scale, threshold)
+    for scale, level in levels:
+        p = _scan_level(pnet, level, scale, threshold)
         keep = nms(p.boxes[:, :4], p.scores, nms_level)
         found.append(Proposals(p.boxes[keep], p.scores[keep]))
-    boxes = torch.cat([p.boxes for p in found]) if found else image.new_zeros(0, 8)
-    scores = torch.cat([p.scores for p in found]) if found else image.new_zeros(0)
+    if not found:
+        return Proposals(torch.zeros(0, 4), torch.zeros(0))
+    boxes = torch.cat([p.boxes for p in found])
+    scores = torch.cat([p.scores for p in found])
     keep = nms(boxes[:, :4], scores, nms_all)
     boxes, scores = boxes[keep], scores[keep]
     boxes = apply_offsets(boxes[:, :4], boxes[:, 4:], plus_one=False)

@@ -127,9 +127,9 @@ def shots(tmp_path: Path) -> Path:
     return folder
 
 
-def launch_browser(playwright, extra_args=()):
+def launch_browser(playwright, extra_args=(), executable=None):
     return playwright.chromium.launch(
-        executable_path=CHROMIUM, headless=True,
+        executable_path=executable or CHROMIUM, headless=True,
         args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
               "--disable-component-update", "--disable-sync", *extra_args])
 
@@ -205,3 +205,33 @@ def test_live_stream_follows_faces(demo):
         image, text, state = demo.stream(frame, 20, 0.7, True, state)
     assert "**1 face(s)** tracked" in text and "ms per frame" in text
     assert [t.track_id for t in state["tracker"].tracks] == [1]
+
+
+@needs_photos
+def test_load_short(tmp_path):
+    """A short load test (benchmarks/load.py) on its own server with a small queue: a burst larger than the
+    queue is served or refused with the busy answer, none broken; a short soak keeps the temp folder bounded
+    (the outbox keeps its newest files only; identical answers share one file in Gradio's cache)."""
+    from benchmarks.load import DEFAULT_PHOTO, burst, soak, start_server
+
+    server = start_server(temp=tmp_path / "server", args=["--queue-size", "3"])
+    try:
+        rep = burst(server.url, 12, DEFAULT_PHOTO, timeout=240)
+        assert rep.count("failed") == 0, rep.failures()
+        assert rep.count("served") >= 4 and rep.count("refused") >= 1, rep.line()  # 1 running + 3 waiting, at least
+        files = server.temp_files()
+        rep = soak(server.url, 12, DEFAULT_PHOTO)
+        assert rep.count("served") == 12, rep.line()
+        assert server.temp_files() <= files + 8, "every request left a file behind"  # the outbox keeps 8
+    finally:
+        server.stop()
+
+
+@needs_photos
+def test_handler_any_rotation(demo):
+    """The *Any rotation* checkbox: the upside-down crew of an ISS photo is found, with roll near 180."""
+    photo = str(PHOTOS / "nasa_iss_sts_131_and_expedition_23_group_portrait.jpg")
+    upright = demo.run(photo, 20, 0.7, True, False)[2]
+    turned = demo.run(photo, 20, 0.7, True, True)[2]
+    assert len(turned) > len(upright)
+    assert sum(abs(r[8]) > 150 for r in turned) >= 3 and not any(abs(r[8]) > 60 for r in upright)

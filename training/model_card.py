@@ -184,8 +184,12 @@ Detector with FPNet: {1000 * s['fpnet_s_per_image']:.0f} ms per photo; with the 
   (plot above); full profiles and heads seen from behind are mostly missed.
 - **Occlusion** (masks, hands, hair) and **small faces** (under about 40 px the 48x48 crop holds little pose
   information) give less accurate angles; faces under the minimum face size (default 20 px) are not searched.
-- **Teacher bound:** FPNet learns WHENet's answers, including its biases; AFLW2000's labels are themselves a 3D
-  model fit with known noise at large poses.
+- **Teacher bound:** FPNet learns its teachers' answers (WHENet and MediaPipe Face Mesh, averaged), including
+  their biases; AFLW2000's labels are themselves a 3D model fit with known noise at large poses.
+- **In-plane rotation:** the networks learnt upright faces (roll within about +-45 degrees); sideways and
+  upside-down faces are found, with their full rotation, only with `any_rotation=True` (the cascade on four
+  quarter turns of the image, ROTATIONCOST the time of upright detection), which also adds a few false
+  positives at low scores.
 - **Data coverage:** AFLW (Flickr photos) and WIDER FACE skew toward adults, and their demographic composition
   is not documented; accuracy across skin tones, ages and cultures has not been measured. Do not assume equal
   performance across groups.

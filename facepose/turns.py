@@ -1,0 +1,108 @@
+"""Faces at any in-plane angle: the cascade on the image turned by 0, 90, 180 and 270 degrees, merged.
+
+MTCNN and FPNet were trained on upright faces (roll within about +-45 degrees). Turning the image by
+quarter turns brings every face within 45 degrees of upright in one of the four. The pyramid is resampled
+once (area resampling commutes with quarter turns) and each level turned; P-Net and R-Net run in each
+turn; FPNet runs on each turn's survivors; boxes, landmarks and rotations are turned back into the input
+image's pixels and camera frame, and the faces found in several turns merged by NMS.
+
+Conventions: ``torch.rot90(x, k, dims=(-2, -1))`` turns the picture counter-clockwise (as displayed) by
+``90 k`` degrees. Camera frame as everywhere: x right, y up, z toward the viewer, so a counter-clockwise
+turn on screen is a positive rotation about z, and a head with rotation ``R`` in the input appears with
+``Rz(90 k) R`` in the turned image: ``R = Rz(90 k)^T R_turned``.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .boxes import nms
+from .cascade import Detections, finish, propose_levels, refine
+from .config import DetectorConfig
+from .crops import integral_image
+from .nets import CascadeNets
+from .pyramid import pyramid_level, pyramid_scales
+
+__all__ = ["TURNS", "turn", "unturn_points", "unturn_boxes", "turn_matrix", "run_cascade_any_rotation"]
+
+TURNS = (0, 1, 2, 3)  # quarter turns counter-clockwise
+MERGE_IOU = 0.4  # faces of different turns overlapping more than this are one face
+
+
+def turn(image: torch.Tensor, k: int) -> torch.Tensor:
+    """``(..., H, W)`` -> the picture turned counter-clockwise by ``90 k`` degrees (a contiguous copy)."""
+    return torch.rot90(image, k, dims=(-2, -1)).contiguous() if k % 4 else image
+
+
+def unturn_points(points: torch.Tensor, k: int, height: int, width: int) -> torch.Tensor:
+    """Pixel coordinates ``(..., 2)`` (x, y) in the image turned by ``k`` quarter turns -> the same points in
+    the original ``height x width`` image.
+
+    >>> image = torch.arange(12.0).reshape(3, 4)
+    >>> turned = turn(image, 1)
+    >>> x, y = unturn_points(torch.tensor([[2.0, 1.0]]), 1, 3, 4)[0].long().tolist()
+    >>> bool(turned[1, 2] == image[y, x])
+    True
+    """
+    x, y = points[..., 0], points[..., 1]
+    k %= 4
+    if k == 0:
+        return points.clone()
+    if k == 1:
+        out = (width - 1 - y, x)
+    elif k == 2:
+        out = (width - 1 - x, height - 1 - y)
+    else:
+        out = (y, height - 1 - x)
+    return torch.stack(out, dim=-1)
+
+
+def unturn_boxes(boxes: torch.Tensor, k: int, height: int, width: int) -> torch.Tensor:
+    """``(N, 4)`` boxes (x1, y1, x2, y2) in the turned image -> the same boxes in the original image."""
+    corners = unturn_points(boxes.reshape(-1, 2, 2), k, height, width)
+    return torch.cat((corners.amin(dim=1), corners.amax(dim=1)), dim=1)
+
+
+def turn_matrix(k: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``Rz(90 k)``: the ``(3, 3)`` camera rotation of a counter-clockwise quarter turn of the picture."""
+    c, s = round(math.cos(k * math.pi / 2)), round(math.sin(k * math.pi / 2))
+    return torch.tensor([[c, -s, 0], [s, c, 0], [0, 0, 1]], dtype=dtype)
+
+
+@torch.inference_mode()
+def run_cascade_any_rotation(nets: CascadeNets, image: torch.Tensor, config: DetectorConfig,
+                             flip_pose: bool | None = None) -> Detections:
+    """All three stages on one ``(1, 3, H, W)`` 0-255 image in each quarter turn; the faces of all turns in
+    the input's pixels and camera frame (rotations composed with the turn: roll anywhere in -180..180),
+    merged by NMS (IoU above ``MERGE_IOU``), best first."""
+    height, width = image.shape[-2:]
+    t, n = config.thresholds, config.nms_thresholds
+    flip = config.flip_pose if flip_pose is None else flip_pose
+    levels = [(s, pyramid_level(image, s)) for s in pyramid_scales(height, width, config.min_face_size, config.factor)]
+    found = []
+    for k in TURNS:
+        proposals = propose_levels(nets.pnet, [(s, turn(level, k)) for s, level in levels], t[0], n[0], n[1])
+        if len(proposals) == 0:
+            continue
+        ii = integral_image(turn(image[0], k))
+        det = finish(nets.fpnet, ii, refine(nets.rnet, ii, proposals, t[1], n[2]), t[2], n[3], flip)
+        if len(det.boxes) == 0:
+            continue
+        rotations = det.rotations
+        if rotations.shape[-1] == 3:
+            rotations = turn_matrix(k, rotations.dtype).T.to(rotations.device) @ rotations
+        found.append(Detections(unturn_boxes(det.boxes, k, height, width), det.scores,
+                                unturn_points(det.landmarks, k, height, width), rotations))
+    if not found:
+        r = 3 if nets.fpnet.has_rotation else 0
+        return Detections(image.new_zeros(0, 4), image.new_zeros(0), image.new_zeros(0, 5, 2), image.new_zeros(0, r, r))
+    boxes = torch.cat([d.boxes for d in found])
+    scores = torch.cat([d.scores for d in found])
+    # A face within about 45 degrees of two turns is found in both, with boxes of about the same size: merged
+    # by IoU. Not by overlap over the smaller box, which would let a small face (a reflection, a face on a
+    # shirt) found in another turn remove the large face around it.
+    keep = nms(boxes, scores, MERGE_IOU)
+    return Detections(boxes[keep], scores[keep], torch.cat([d.landmarks for d in found])[keep],
+                      torch.cat([d.rotations for d in found])[keep])
+
