@@ -227,7 +227,7 @@ def build_demo(weights: str | None = None, backend: str = "torch") -> gr.Blocks:
             min_face = gr.Slider(12, 200, value=20, step=1, label="Minimum face size (px)")
             threshold = gr.Slider(0.5, 0.99, value=0.7, step=0.01, label="Face threshold (last stage)")
             landmarks = gr.Checkbox(value=True, label="Show landmarks")
-            any_rotation = gr.Checkbox(value=False, label="Any rotation (sideways, upside down; photos, ~2.3x slower)",
+            any_rotation = gr.Checkbox(value=False, label="Any rotation (sideways, upside down; photos, ~2x slower)",
                                        elem_id="any_rotation")
         with gr.Tab("Photo"):
             with gr.Row():

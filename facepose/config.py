@@ -32,7 +32,8 @@ class DetectorConfig:
             more FPNet pass over the found faces only).
         any_rotation: also find faces turned in the image plane (sideways, upside down): the cascade runs on
             the image turned by 0, 90, 180 and 270 degrees and the faces are merged, each with its full
-            rotation (roll anywhere in -180..180). Costs about 2.3x upright detection (``facepose.turns``).
+            rotation (roll anywhere in -180..180); turned faces are searched from twice ``min_face_size``.
+            Costs about 2.1x upright detection (``facepose.turns``).
     """
 
     min_face_size: float = 20.0

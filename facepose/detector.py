@@ -75,7 +75,7 @@ class FacePoseDetector:
     ``min_face_size`` (default 20 px), ``thresholds`` (0.6, 0.7, 0.7), ``nms_thresholds``
     (0.5, 0.7, 0.7, 0.7), ``factor`` (0.709), ``max_pixels`` (80 MP), ``flip_pose`` (True: each face's
     rotation is averaged with the one FPNet finds in the mirrored crop) and ``any_rotation`` (False; True
-    also finds sideways and upside-down faces, about 2.3x the time). See ``DetectorConfig``.
+    also finds sideways and upside-down faces, about 2.1x the time). See ``DetectorConfig``.
 
     Args:
         weights: last-stage weights file (safetensors); default: ``fpnet.safetensors`` of ``weights_dir``.

@@ -47,7 +47,7 @@ def test_config_is_frozen_and_round_trips_through_a_dict():
         c.min_face_size = 10
     d = c.to_dict()
     assert d == {"min_face_size": 40.0, "thresholds": [0.6, 0.7, 0.7], "nms_thresholds": [0.5, 0.7, 0.7, 0.7],
-                 "factor": 0.709, "max_pixels": 80_000_000, "flip_pose": False}
+                 "factor": 0.709, "max_pixels": 80_000_000, "flip_pose": False, "any_rotation": False}
     assert DetectorConfig.from_dict({**d, "facepose_version": "0.1.0"}) == c  # other keys are ignored
 
 
