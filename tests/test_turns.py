@@ -92,3 +92,13 @@ def test_crew_in_orbit(any_rotation):
     # the upright detector finds some of the turned faces too, but never with their roll
     for f in FacePoseDetector().detect(PHOTOS / CREW_PHOTO):
         assert abs(f.roll) < 60
+
+
+def test_any_rotation_bad_input_same_errors(any_rotation, tmp_path):
+    from facepose import ImageError
+
+    assert any_rotation.detect(np.zeros((8, 8, 3), np.uint8)) == []  # smaller than P-Net's window: no face
+    with pytest.raises(ImageError, match="too large|pixels"):
+        any_rotation.replace(max_pixels=1000).detect(np.zeros((100, 100, 3), np.uint8))
+    with pytest.raises(ImageError, match="no such file"):
+        any_rotation.detect(tmp_path / "missing.jpg")
