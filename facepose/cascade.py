@@ -17,7 +17,8 @@ from .nets import CascadeNets, ONet, PNet, RNet, face_probability
 from .pyramid import pyramid_level, pyramid_scales
 from .rotation import matrix_to_sixd, mirror_matrix, sixd_to_matrix
 
-__all__ = ["Proposals", "Detections", "normalize", "propose", "propose_levels", "refine", "finish", "finish_crops", "propose_and_refine",
+__all__ = ["Proposals", "Detections", "normalize", "propose", "propose_levels", "refine", "finish", "finish_crops",
+           "decode_last_stage", "flip_averaged", "propose_and_refine",
            "run_cascade"]
 
 STRIDE, CELL = 2, 12  # P-Net sees a 12x12 window every 2 pixels
@@ -131,20 +132,31 @@ def finish_crops(fpnet: ONet, boxes: torch.Tensor, crops: torch.Tensor, threshol
         z = crops.new_zeros(0)
         return Detections(z.reshape(0, 4), z, z.reshape(0, 5, 2), z.reshape(0, n_rot, n_rot))
     out = fpnet(crops)
-    scores = face_probability(out.face_logits)
+    scores, boxes, marks = decode_last_stage(out, boxes)
     passed = scores > threshold
-    boxes, scores = boxes[passed], scores[passed]
-    size = (boxes[:, 2:] - boxes[:, :2] + 1)[:, None, :]
-    marks = out.landmarks[passed].reshape(-1, 2, 5).transpose(1, 2) * size + boxes[:, None, :2] - 1
-    boxes = apply_offsets(boxes, out.box[passed])
+    boxes, scores, marks = boxes[passed], scores[passed], marks[passed]
     keep = nms(boxes, scores, nms_threshold, mode="min", plus_one=True)
     if not n_rot:
         return Detections(boxes[keep], scores[keep], marks[keep], scores.new_zeros(len(keep), 0, 0))
     sixd = out.sixd[passed][keep]
-    if flip_pose and len(keep):
-        mirrored = mirror_matrix(sixd_to_matrix(fpnet(crops[passed][keep].flip(-1)).sixd))
-        sixd = matrix_to_sixd(sixd_to_matrix(sixd) + mirrored)  # Gram-Schmidt of the summed columns: the mean
-    return Detections(boxes[keep], scores[keep], marks[keep], sixd_to_matrix(sixd))
+    rotations = flip_averaged(fpnet, crops[passed][keep], sixd) if flip_pose and len(keep) else sixd_to_matrix(sixd)
+    return Detections(boxes[keep], scores[keep], marks[keep], rotations)
+
+
+def decode_last_stage(out, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """FPNet's (or O-Net's) output for the crops of ``boxes (N, 4)`` -> face probability ``(N,)``, the
+    regressed boxes ``(N, 4)`` and the landmarks ``(N, 5, 2)`` in image pixels."""
+    scores = face_probability(out.face_logits)
+    size = (boxes[:, 2:] - boxes[:, :2] + 1)[:, None, :]
+    marks = out.landmarks.reshape(-1, 2, 5).transpose(1, 2) * size + boxes[:, None, :2] - 1
+    return scores, apply_offsets(boxes, out.box), marks
+
+
+def flip_averaged(fpnet: ONet, crops: torch.Tensor, sixd: torch.Tensor) -> torch.Tensor:
+    """``(N, 3, 3)`` rotations: FPNet's ``sixd (N, 6)`` for ``crops`` averaged with the mirrored rotation it
+    finds in the mirrored crops (one more pass)."""
+    mirrored = mirror_matrix(sixd_to_matrix(fpnet(crops.flip(-1)).sixd))
+    return sixd_to_matrix(matrix_to_sixd(sixd_to_matrix(sixd) + mirrored))  # Gram-Schmidt of the summed columns: the mean
 
 
 def propose_and_refine(

@@ -2,8 +2,8 @@
 
 Every ``every`` frames (and whenever a face was lost) the whole cascade runs and finds new faces. On the
 frames between, each known face is refined from where it was: its last box, moved by its last velocity,
-goes through R-Net and FPNet alone (``cascade.refine`` and ``cascade.finish`` on that one box: no
-pyramid, and no NMS between faces, so a face keeps its id when another crosses it). A face whose crop
+goes through R-Net and FPNet alone (all faces in one batch, cut from the region around them: no pyramid,
+and no NMS between faces, so a face keeps its id when another crosses it). A face whose crop
 R-Net or FPNet no longer accepts is lost, and its track ends. Boxes, landmarks and rotations are
 smoothed by One Euro filters (``smoothing``), the rotation as a rotation.
 """
@@ -16,18 +16,19 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .boxes import box_overlap, square
-from .cascade import Proposals, finish, refine, run_cascade
-from .crops import integral_image
+from .boxes import apply_offsets, box_overlap, square
+from .cascade import decode_last_stage, flip_averaged, normalize, run_cascade
+from .crops import cut_crops, integral_image
 from .detector import Face, FacePoseDetector
 from .image import ImageInput, load_image
-from .rotation import matrix_to_euler
+from .rotation import matrix_to_euler, sixd_to_matrix
 from .smoothing import OneEuro, OneEuroRotation
 
 __all__ = ["TrackedFace", "FacePoseTracker"]
 
 MIN_STEP_IOU = 0.4  # a followed box must overlap its last box this much (faces do not jump between frames)
 REVIVE_IOU = 0.3
+VELOCITY_DAMPING = 0.5  # the next box is guessed half a step ahead: a full step overshoots when the box jitters
 FOLLOW_RNET_THRESHOLD = 0.3  # a new detection takes over a recently lost track it overlaps this much
 
 
@@ -109,26 +110,48 @@ class FacePoseTracker:
         return self._report(found, dt)
 
     def _follow(self, image: torch.Tensor, flip: bool) -> dict[int, tuple]:
-        """Each known face refined from its predicted box by R-Net and FPNet alone."""
+        """Every known face refined from its predicted box by R-Net and FPNet alone, all faces in one batch."""
         c, nets = self.detector.config, self.detector.nets
         if not self.tracks:
             return {}
-        # black margins (as the original MTCNN pads crops): a face at the border is cut from the padded
-        # image whole, not stretched from its visible part, so its box does not drift off frame to frame
-        pad = int(max(max(t.box[2] - t.box[0], t.box[3] - t.box[1]) for t in self.tracks)) + 2
-        ii = integral_image(torch.nn.functional.pad(image[0], (pad, pad, pad, pad)))
+        last = torch.tensor(np.stack([t.box for t in self.tracks]), dtype=torch.float32, device=image.device)
+        moved = np.stack([t.box + VELOCITY_DAMPING * t.velocity for t in self.tracks])
+        guess = square(torch.tensor(moved, dtype=torch.float32, device=image.device))
+        # Only the region around the faces is integrated, padded with black where it leaves the frame (as the
+        # original MTCNN pads crops): a face at the border is cut whole, not stretched from its visible part,
+        # so its box does not drift frame to frame. The margin leaves room for R-Net's move.
+        margin = float((guess[:, 2] - guess[:, 0]).max()) * 0.5 + 2
+        x0, y0 = (int(np.floor(float(v) - margin)) for v in guess[:, :2].min(0).values)
+        x1, y1 = (int(np.ceil(float(v) + margin)) for v in guess[:, 2:].max(0).values)
+        h, w = image.shape[-2:]
+        region = torch.nn.functional.pad(image[0, :, max(y0, 0):min(y1, h), max(x0, 0):min(x1, w)],
+                                         (max(-x0, 0), max(x1 - w, 0), max(-y0, 0), max(y1 - h, 0)))
+        ii = integral_image(region)
+        shift = torch.tensor([x0, y0, x0, y0], dtype=torch.float32, device=image.device)
+        # R-Net only moves the box here (a face was there a frame ago); FPNet's threshold decides
+        crops, valid = cut_crops(ii, guess - shift, 24)
+        index = torch.nonzero(valid).flatten()
+        if not len(index):
+            return {}
+        scores, offsets = nets.rnet(normalize(crops))
+        ok = scores > FOLLOW_RNET_THRESHOLD
+        index, boxes = index[ok], square(apply_offsets((guess - shift)[index[ok]], offsets[ok]))
+        crops, valid = cut_crops(ii, boxes, 48)
+        index, boxes = index[valid], boxes[valid]
+        if not len(index):
+            return {}
+        crops = normalize(crops)
+        out = nets.fpnet(crops)
+        scores, boxes, marks = decode_last_stage(out, boxes)
+        boxes, marks = boxes + shift, marks + shift[:2]
+        stays = (scores > c.thresholds[2]) & (box_overlap(boxes, last[index]).diagonal() > MIN_STEP_IOU)  # else lost
+        rotations = None
+        if nets.fpnet.has_rotation and stays.any():
+            sixd = out.sixd[stays]
+            rotations = flip_averaged(nets.fpnet, crops[stays], sixd) if flip else sixd_to_matrix(sixd)
         found = {}
-        for i, track in enumerate(self.tracks):
-            guess = square(torch.tensor((track.box + track.velocity + pad)[None], dtype=torch.float32, device=image.device))
-            # R-Net only moves the box here (a face was there a frame ago); FPNet's threshold decides
-            p = refine(nets.rnet, ii, Proposals(guess, torch.ones(1, device=image.device)), FOLLOW_RNET_THRESHOLD, 1.0)
-            if not len(p):
-                continue
-            d = finish(nets.fpnet, ii, p, c.thresholds[2], 1.0, flip)
-            d.boxes, d.landmarks = d.boxes - pad, d.landmarks - pad
-            last = torch.tensor(track.box[None], dtype=d.boxes.dtype, device=d.boxes.device)
-            if len(d.boxes) and box_overlap(d.boxes[:1], last)[0, 0] > MIN_STEP_IOU:  # else it drifted off: lost
-                found[i] = (d.boxes[0], d.scores[0], d.landmarks[0], d.rotations[0] if d.rotations.numel() else None)
+        for j, k in enumerate(torch.nonzero(stays).flatten().tolist()):
+            found[int(index[k])] = (boxes[k], scores[k], marks[k], rotations[j] if rotations is not None else None)
         return found
 
     def _detect(self, image: torch.Tensor, flip: bool, found: dict[int, tuple]) -> dict[int, tuple]:
