@@ -1,6 +1,7 @@
 """Drawing detections: box, score, landmarks, and the head's three axes projected into the image."""
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -13,6 +14,12 @@ __all__ = ["AXIS_COLORS", "axis_endpoints", "draw_faces"]
 AXIS_COLORS = ((230, 25, 25), (25, 200, 25), (40, 80, 255))  # x red, y green, z blue (Hopenet, 6DRepNet)
 BOX_COLOR = (255, 200, 0)
 LANDMARK_COLOR = (0, 230, 255)
+
+
+@functools.lru_cache(maxsize=16)
+def _font(size: int) -> ImageFont.ImageFont:
+    """Pillow's default font at ``size`` px, loaded once per size (video draws every frame)."""
+    return ImageFont.load_default(size=size)
 
 
 def axis_endpoints(rotation: Sequence[Sequence[float]], center: tuple[float, float], length: float) -> list[tuple[float, float]]:
@@ -33,7 +40,7 @@ def draw_faces(image: Image.Image | np.ndarray, faces: Sequence[Face], landmarks
     draw = ImageDraw.Draw(canvas)
     scale = max(canvas.size) / 640
     width = max(1, round(2 * scale))
-    font = ImageFont.load_default(size=max(10, round(12 * scale)))
+    font = _font(max(10, round(12 * scale)))
     for face in faces:
         x1, y1, x2, y2 = face.box
         draw.rectangle((x1, y1, x2, y2), outline=BOX_COLOR, width=width)

@@ -51,7 +51,7 @@ class _Track:
     age: int = 0  # frames it has been reported
     box_filter: OneEuro = field(default_factory=lambda: OneEuro(min_cutoff=1.0, beta=0.02))
     marks_filter: OneEuro = field(default_factory=lambda: OneEuro(min_cutoff=1.0, beta=0.02))
-    rotation_filter: OneEuroRotation = field(default_factory=lambda: OneEuroRotation(min_cutoff=0.5, beta=2.0))
+    rotation_filter: OneEuroRotation = field(default_factory=lambda: OneEuroRotation(min_cutoff=0.5, beta=4.0))
 
 
 class FacePoseTracker:
