@@ -1,6 +1,6 @@
 """FacePose web demo (Gradio): faces, landmarks and 3D head pose from an upload, a webcam or the clipboard.
 
-    python app.py [--host 127.0.0.1] [--port 7860] [--share] [--weights FILE]
+    python app.py [--host 127.0.0.1] [--port 7860] [--share] [--weights FILE] [--backend B] [--queue-size N]
 
 Also the entry point of the Hugging Face Space (see README front matter).
 """
