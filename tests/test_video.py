@@ -144,3 +144,19 @@ def test_truncated_video_keeps_what_decoded(tmp_path, capsys):
     else:  # FFmpeg reads a cut Matroska file up to the cut: fewer frames, no error
         frames = (tmp_path / "o.jsonl").read_text().count("\n")
         assert 0 < frames < 30
+
+
+@needs_photos
+def test_tracker_detects_only_periodically_on_a_still_clip(monkeypatch):
+    """Two still faces (one cut by the frame's top edge) are followed, not lost and found again: the whole
+    cascade runs only every ``every`` frames (it ran on 27 of 60 frames when the border face's box jittered)."""
+    from benchmarks.video import frames
+    from facepose.tracker import FacePoseTracker
+
+    tracker = FacePoseTracker(every=10)
+    calls = []
+    detect = tracker._detect
+    monkeypatch.setattr(tracker, "_detect", lambda *a: calls.append(1) or detect(*a))
+    result = [tracker.update(f, timestamp=i / 30) for i, f in enumerate(frames("still", 30, (640, 480)))]
+    assert len(calls) <= 4, f"{len(calls)} full detections in 30 frames"
+    assert all(len(faces) >= 2 for faces in result)
