@@ -181,8 +181,8 @@ def clients(url: str, n: int, download: bool = True) -> list:
     with, as a browser does."""
     from gradio_client import Client
 
-    return [Client(url, verbose=False, download_files=tempfile.mkdtemp(prefix="facepose_client_") if download else False)
-            for _ in range(n)]
+    folder = tempfile.mkdtemp(prefix="facepose_client_") if download else False  # one for all, not one each
+    return [Client(url, verbose=False, download_files=folder) for _ in range(n)]
 
 
 def burst(url: str, n: int, photo: Path, timeout: float) -> Report:
