@@ -176,18 +176,19 @@ def ping(url: str) -> float:
     return time.perf_counter() - start
 
 
-def clients(url: str, n: int, download: bool = True) -> list:
+def clients(url: str, n: int, download: bool = True, timeout: float | None = None) -> list:
     """``n`` API clients; with ``download`` each fetches the annotated image and the JSON file it is answered
     with, as a browser does."""
     from gradio_client import Client
 
     folder = tempfile.mkdtemp(prefix="facepose_client_") if download else False  # one for all, not one each
-    return [Client(url, verbose=False, download_files=folder) for _ in range(n)]
+    extra = {"httpx_kwargs": {"timeout": timeout}} if timeout else {}  # else gradio_client's own (20 s)
+    return [Client(url, verbose=False, download_files=folder, **extra) for _ in range(n)]
 
 
-def burst(url: str, n: int, photo: Path, timeout: float) -> Report:
+def burst(url: str, n: int, photo: Path, timeout: float, client_timeout: float | None = None) -> Report:
     """``n`` users, each with its own client, send one request each at the same moment."""
-    users = clients(url, n)
+    users = clients(url, n, timeout=client_timeout)
     gate = threading.Barrier(n)
 
     def one(client):
@@ -314,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--photo", type=Path, default=DEFAULT_PHOTO)
     p.add_argument("--port", type=int, default=None)
     p.add_argument("--timeout", type=float, default=600, help="seconds the burst's requests may take in all")
+    p.add_argument("--client-timeout", type=float, default=None,
+                   help="seconds each client waits on the server's HTTP answers (default: gradio_client's 20)")
     p.add_argument("--cameras", type=int, default=0,
                    help="live webcam streams (headless Chromium, fake camera) kept open during the burst")
     args = p.parse_args(argv)
@@ -330,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             pings = []
             with ThreadPoolExecutor(1) as pool:
-                running = pool.submit(burst, server.url, args.burst, args.photo, args.timeout)
+                running = pool.submit(burst, server.url, args.burst, args.photo, args.timeout, args.client_timeout)
                 while not running.done():
                     if cameras:
                         cameras.sample()
