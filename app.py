@@ -65,13 +65,6 @@ if LIBC is not None:
     # would fault the pages back in (30 ms).
     LIBC.mallopt(-8, 2)  # M_ARENA_MAX
 TRIM_EVERY = 16
-_served = itertools.count(1)
-
-
-def release_memory() -> None:
-    """Every ``TRIM_EVERY``-th call, hand freed heap memory back to the system (glibc only)."""
-    if LIBC is not None and next(_served) % TRIM_EVERY == 0:
-        LIBC.malloc_trim(0)
 
 
 class Outbox:
@@ -139,6 +132,12 @@ class Demo:
         self.base = FacePoseDetector(weights=weights, backend=backend)
         self.json_files = Outbox(keep=8)
         self.videos = Outbox(keep=4)
+        self._served = itertools.count(1)
+
+    def release_memory(self) -> None:
+        """Every ``TRIM_EVERY``-th photo request, hand freed heap memory back to the system (glibc only)."""
+        if LIBC is not None and next(self._served) % TRIM_EVERY == 0:
+            LIBC.malloc_trim(0)
 
     def detector(self, min_face_size: float, threshold: float, any_rotation: bool = False) -> FacePoseDetector:
         """A detector with this request's settings, sharing the networks."""
@@ -173,7 +172,7 @@ class Demo:
                 status += " These weights have no trained pose head: no angles."
         annotated = draw_faces(pixels, faces, landmarks=landmarks)
         del pixels
-        release_memory()
+        self.release_memory()
         return annotated, rotation_figure(faces), rows, str(path), status
 
     def stream(self, frame, min_face_size: float, threshold: float, landmarks: bool, state: dict | None):

@@ -1,7 +1,7 @@
 """``FacePoseTracker``: faces on video, each with a stable ``track_id``, followed from frame to frame.
 
 Every ``every`` frames (and whenever a face was lost) the whole cascade runs and finds new faces. On the
-frames between, each known face is refined from where it was: its last box, moved by its last velocity,
+frames between, each known face is refined from where it was: its last box, moved half its last step on,
 goes through R-Net and FPNet alone (all faces in one batch, cut from the region around them: no pyramid,
 and no NMS between faces, so a face keeps its id when another crosses it). A face whose crop
 R-Net or FPNet no longer accepts is lost, and its track ends. Boxes, landmarks and rotations are
@@ -27,9 +27,9 @@ from .smoothing import OneEuro, OneEuroRotation
 __all__ = ["TrackedFace", "FacePoseTracker"]
 
 MIN_STEP_IOU = 0.4  # a followed box must overlap its last box this much (faces do not jump between frames)
-REVIVE_IOU = 0.3
+REVIVE_IOU = 0.3  # a new detection takes over a recently lost track it overlaps this much
 VELOCITY_DAMPING = 0.5  # the next box is guessed half a step ahead: a full step overshoots when the box jitters
-FOLLOW_RNET_THRESHOLD = 0.3  # a new detection takes over a recently lost track it overlaps this much
+FOLLOW_RNET_THRESHOLD = 0.3  # R-Net only moves a followed box; FPNet's threshold decides whether the face is still there
 
 
 @dataclass

@@ -28,11 +28,11 @@ from .pyramid import pyramid_level, pyramid_scales
 __all__ = ["TURNS", "turn", "unturn_points", "unturn_boxes", "turn_matrix", "run_cascade_any_rotation"]
 
 TURNS = (0, 1, 2, 3)  # quarter turns counter-clockwise
-MERGE_IOU = 0.4
+MERGE_IOU = 0.4  # faces of different turns overlapping more than this are one face
 # P-Net skips the two largest pyramid levels in the turned images: there, faces are searched from about twice
 # the minimum face size (0.709^-2 = 1.99x; 40 px at the default 20). The upright image keeps every level.
 # Cost at 640x480 (benchmarks/rotation.py): 2.1x upright detection, against 3.2-3.4x with every level.
-TURNED_SKIP = 2  # faces of different turns overlapping more than this are one face
+TURNED_SKIP = 2
 
 
 def turn(image: torch.Tensor, k: int) -> torch.Tensor:
