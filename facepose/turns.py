@@ -84,14 +84,15 @@ def run_cascade_any_rotation(nets: CascadeNets, image: torch.Tensor, config: Det
     height, width = image.shape[-2:]
     t, n = config.thresholds, config.nms_thresholds
     flip = config.flip_pose if flip_pose is None else flip_pose
-    levels = [(s, pyramid_level(image, s)) for s in pyramid_scales(height, width, config.min_face_size, config.factor)]
+    upright = integral_image(image[0])
+    levels = [(s, pyramid_level(upright, s)) for s in pyramid_scales(height, width, config.min_face_size, config.factor)]
     found = []
     for k in TURNS:
         scan = levels if k == 0 else levels[TURNED_SKIP:]
         proposals = propose_levels(nets.pnet, [(s, turn(level, k)) for s, level in scan], t[0], n[0], n[1])
         if len(proposals) == 0:
             continue
-        ii = integral_image(turn(image[0], k))
+        ii = upright if k == 0 else integral_image(turn(image[0], k))
         det = finish(nets.fpnet, ii, refine(nets.rnet, ii, proposals, t[1], n[2]), t[2], n[3], flip)
         if len(det.boxes) == 0:
             continue

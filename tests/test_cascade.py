@@ -39,25 +39,26 @@ def test_normalize_is_mtcnns_range_and_leaves_its_input_alone():
 
 @needs_photos
 def test_propose_gives_many_squared_candidates_above_the_threshold(nets, image):
-    before = image.clone()
-    p = propose(nets.pnet, image, 20, 0.709, 0.6)
-    assert torch.equal(image, before)  # the image is not modified
+    ii = integral_image(image[0])
+    before = ii.clone()
+    p = propose(nets.pnet, ii, 20, 0.709, 0.6)
+    assert torch.equal(ii, before)  # the integral image is not modified
     assert len(p) > 50 and p.boxes.shape == (len(p), 4) and is_square(p.boxes)
     assert bool((p.scores >= 0.6).all())
-    strict = propose(nets.pnet, image, 20, 0.709, 0.95)
+    strict = propose(nets.pnet, ii, 20, 0.709, 0.95)
     assert 0 < len(strict) < len(p)
-    assert len(propose(nets.pnet, image, 200, 0.709, 0.6)) < len(p)  # large faces only: fewer levels
+    assert len(propose(nets.pnet, ii, 200, 0.709, 0.6)) < len(p)  # large faces only: fewer levels
 
 
 @needs_photos
 def test_propose_finds_nothing_in_a_flat_image(nets):
-    assert len(propose(nets.pnet, torch.full((1, 3, 200, 300), 128.0), 20, 0.709, 0.6)) == 0
+    assert len(propose(nets.pnet, integral_image(torch.full((3, 200, 300), 128.0)), 20, 0.709, 0.6)) == 0
 
 
 @needs_photos
 def test_refine_keeps_fewer_squared_boxes_above_its_threshold(nets, image):
-    p = propose(nets.pnet, image, 20, 0.709, 0.6)
     ii = integral_image(image[0])
+    p = propose(nets.pnet, ii, 20, 0.709, 0.6)
     r = refine(nets.rnet, ii, p, 0.7)
     assert 8 <= len(r) < len(p) and is_square(r.boxes) and bool((r.scores > 0.7).all())
     assert len(refine(nets.rnet, ii, p, 0.99)) < len(r)

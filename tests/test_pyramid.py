@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+from facepose.crops import integral_image
 from facepose.pyramid import pyramid_level, pyramid_scales
 
 
@@ -35,8 +37,19 @@ def test_bad_arguments():
 
 
 def test_level_is_area_resampled_to_the_scaled_size():
-    image = torch.arange(3 * 10 * 8, dtype=torch.float32).reshape(1, 3, 10, 8)
-    level = pyramid_level(image, 0.5)
+    image = torch.arange(3 * 10 * 8, dtype=torch.float32).reshape(3, 10, 8)
+    level = pyramid_level(integral_image(image), 0.5)
     assert level.shape == (1, 3, 6, 5)  # int(10 * 0.5 + 1), int(8 * 0.5 + 1)
-    flat = torch.full((1, 3, 40, 30), 77.0)
-    assert torch.allclose(pyramid_level(flat, 0.3), torch.tensor(77.0))  # averaging keeps a flat image flat
+    flat = torch.full((3, 40, 30), 77.0)
+    assert torch.equal(pyramid_level(integral_image(flat), 0.3), torch.full((1, 3, 13, 10), 77.0))  # flat stays flat
+
+
+@pytest.mark.parametrize("height, width", [(480, 640), (845, 1280), (333, 517), (37, 100)])
+def test_level_equals_torch_area_interpolation_bit_for_bit(height, width):
+    """Every level of MTCNN's pyramid equals ``F.interpolate(mode="area")`` of the image exactly: same bins,
+    same float32 rounding, so the detector finds what facenet-pytorch's resampling would give it."""
+    image = torch.randint(0, 256, (3, height, width), generator=torch.Generator().manual_seed(height)).float()
+    ii = integral_image(image)
+    for scale in pyramid_scales(height, width, 20, 0.709):
+        size = (int(height * scale + 1), int(width * scale + 1))
+        assert torch.equal(pyramid_level(ii, scale), F.interpolate(image[None], size=size, mode="area"))
