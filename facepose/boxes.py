@@ -4,6 +4,7 @@ Boxes are ``(N, 4)`` float tensors ``(x1, y1, x2, y2)`` in pixels.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 __all__ = ["box_area", "box_overlap", "nms", "apply_offsets", "square"]
@@ -41,12 +42,12 @@ def nms(
     plus_one: bool = False,
     block: int = 2048,
 ) -> torch.Tensor:
-    """Greedy non-maximum suppression, exact, vectorised.
+    """Greedy non-maximum suppression, exact.
 
-    A box is dropped when it overlaps a kept, higher-scoring box by more than ``threshold``.
-    Within a block of boxes the greedy result is the fixed point of "kept = not suppressed by a kept
-    box before it", reached by iterating from "all kept" (each round fixes at least one more box in
-    score order); blocks are processed in score order so memory stays ``O(block^2)``.
+    A box is dropped when it overlaps a kept, higher-scoring box by more than ``threshold``. Boxes are
+    taken in blocks of ``block`` in score order (memory ``O(block^2)``): a block's boxes that a box kept
+    from earlier blocks suppresses go first, then one pass in score order over the block's overlap matrix
+    decides the rest.
 
     Args:
         boxes: ``(N, 4)``; scores: ``(N,)``.
@@ -63,16 +64,24 @@ def nms(
         if len(kept_boxes):
             alive = ~(box_overlap(kept_boxes, cand, mode, plus_one) > threshold).any(0)
             idx, cand = idx[alive], cand[alive]
-        suppress = (box_overlap(cand, cand, mode, plus_one) > threshold).triu(1)
-        keep = torch.ones(len(idx), dtype=torch.bool, device=boxes.device)
-        while True:
-            new_keep = ~(suppress & keep[:, None]).any(0)
-            if torch.equal(new_keep, keep):
-                break
-            keep = new_keep
+        suppress = box_overlap(cand, cand, mode, plus_one) > threshold
+        keep = torch.from_numpy(_greedy(suppress.cpu().numpy())).to(boxes.device)
         kept.append(idx[keep])
         kept_boxes = torch.cat((kept_boxes, cand[keep]))
     return order[torch.cat(kept)] if kept else order[:0]
+
+
+def _greedy(suppress: np.ndarray) -> np.ndarray:
+    """``(n, n)`` bool "row box suppresses column box" of boxes in score order -> ``(n,)`` bool kept: each
+    box not suppressed by a kept box before it (a pass in score order, work only for the kept boxes)."""
+    n = len(suppress)
+    keep = np.zeros(n, dtype=bool)
+    removed = np.zeros(n, dtype=bool)
+    for i in range(n):
+        if not removed[i]:
+            keep[i] = True
+            removed[i + 1:] |= suppress[i, i + 1:]
+    return keep
 
 
 def apply_offsets(boxes: torch.Tensor, offsets: torch.Tensor, plus_one: bool = True) -> torch.Tensor:
