@@ -59,15 +59,20 @@ def crop_resize(ii: torch.Tensor, windows: torch.Tensor, size: int) -> torch.Ten
         ii: ``(3, H + 1, W + 1)`` integral image from ``integral_image``.
         windows: ``(N, 4)`` non-empty windows from ``crop_windows``.
     Returns:
-        ``(N, 3, size, size)`` float32 mean pixel values.
+        ``(N, 3, size, size)`` float32 mean pixel values (channels-last in memory, as the networks read
+        them): each bin's exact integer sum divided by its area, correctly rounded (in float32 while the
+        sums fit its 24 bits exactly, bins up to 65,793 pixels; in float64 beyond).
     """
+    width = ii.shape[-1]
     r0, r1 = _bins(windows[:, 1], windows[:, 3] - windows[:, 1], size)
     c0, c1 = _bins(windows[:, 0], windows[:, 2] - windows[:, 0], size)
-    r0, r1 = r0[:, :, None], r1[:, :, None]
-    c0, c1 = c0[:, None, :], c1[:, None, :]
-    total = (ii[:, r1, c1] - ii[:, r0, c1] - ii[:, r1, c0] + ii[:, r0, c0]).double()
-    area = (r1 - r0) * (c1 - c0)
-    return (total / area).float().permute(1, 0, 2, 3)
+    pixels = ii.permute(1, 2, 0).reshape(-1, ii.shape[0])  # (H + 1) * (W + 1) rows of 3 sums
+    top, bottom = (r0 * width)[:, :, None], (r1 * width)[:, :, None]
+    left, right = c0[:, None, :], c1[:, None, :]
+    total = pixels[bottom + right] - pixels[top + right] - pixels[bottom + left] + pixels[top + left]  # (N, s, s, 3)
+    area = ((r1 - r0)[:, :, None] * (c1 - c0)[:, None, :])[..., None]
+    exact = torch.float32 if int(area.max()) * 255 < 2**24 else torch.float64
+    return (total.to(exact) / area.to(exact)).float().permute(0, 3, 1, 2)
 
 
 def cut_crops(ii: torch.Tensor, boxes: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -76,3 +76,21 @@ def test_crop_resize_equals_area_interpolation_per_crop():
     for k, (x0, y0, x1, y1) in enumerate(windows.tolist()):
         expected = F.interpolate(image[None, :, y0:y1, x0:x1], size=(24, 24), mode="area")[0]
         assert torch.allclose(got[k], expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("size, side", [(24, 97), (2, 600)], ids=["float32 sums", "bins over 65,793 px: float64"])
+def test_crop_resize_is_the_correctly_rounded_bin_mean(size, side):
+    """Each output is its bin's mean correctly rounded to float32, also where a bin's sum exceeds
+    float32's exact integers; crops come out channels-last."""
+    g = torch.Generator().manual_seed(1)
+    image = torch.randint(200, 256, (3, side, side + 3), generator=g).float()  # bright: big sums
+    windows = torch.tensor([[0, 0, side + 3, side], [1, 2, side // 2 + 7, side // 2 + 5]])
+    got = crop_resize(integral_image(image), windows, size)
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    for k, (x0, y0, x1, y1) in enumerate(windows.tolist()):
+        for i in range(size):
+            r0, r1 = y0 + i * (y1 - y0) // size, y0 + -(-(i + 1) * (y1 - y0) // size)
+            for j in range(size):
+                c0, c1 = x0 + j * (x1 - x0) // size, x0 + -(-(j + 1) * (x1 - x0) // size)
+                exact = image[:, r0:r1, c0:c1].double().sum((1, 2)) / ((r1 - r0) * (c1 - c0))
+                assert torch.equal(got[k, :, i, j], exact.float()), (k, i, j)
