@@ -14,13 +14,15 @@ __all__ = ["integral_image", "crop_windows", "crop_resize", "cut_crops", "crops_
 def integral_image(image: torch.Tensor) -> torch.Tensor:
     """``(3, H, W)`` integer pixel values 0-255 -> ``(3, H + 1, W + 1)`` exact running sums.
 
-    int32 while the image's total fits (up to 8.4 MP), else int64; row 0 and column 0 are zero.
+    int32 while the image's total fits (up to 8.4 MP), else int64; row 0 and column 0 are zero. Held
+    channels-last in memory (``ii.permute(1, 2, 0)`` is contiguous): a pixel's three sums sit together,
+    so crops and pyramid levels gather them at once and come out channels-last.
     """
     c, h, w = image.shape
     dtype = torch.int32 if h * w * 255 < 2**31 else torch.int64
-    ii = torch.zeros(c, h + 1, w + 1, dtype=dtype, device=image.device)
-    torch.cumsum(image.to(dtype), 2, out=ii[:, 1:, 1:])
-    return ii.cumsum_(1)
+    sums = torch.zeros(h + 1, w + 1, c, dtype=dtype, device=image.device)
+    torch.cumsum(image.permute(1, 2, 0).to(dtype), 1, out=sums[1:, 1:])
+    return sums.cumsum_(0).permute(2, 0, 1)
 
 
 def crop_windows(boxes: torch.Tensor, width: int, height: int) -> torch.Tensor:
@@ -66,7 +68,7 @@ def crop_resize(ii: torch.Tensor, windows: torch.Tensor, size: int) -> torch.Ten
     width = ii.shape[-1]
     r0, r1 = _bins(windows[:, 1], windows[:, 3] - windows[:, 1], size)
     c0, c1 = _bins(windows[:, 0], windows[:, 2] - windows[:, 0], size)
-    pixels = ii.permute(1, 2, 0).reshape(-1, ii.shape[0])  # (H + 1) * (W + 1) rows of 3 sums
+    pixels = ii.permute(1, 2, 0).reshape(-1, ii.shape[0])  # (H + 1) * (W + 1) rows of 3 sums (a view)
     top, bottom = (r0 * width)[:, :, None], (r1 * width)[:, :, None]
     left, right = c0[:, None, :], c1[:, None, :]
     total = pixels[bottom + right] - pixels[top + right] - pixels[bottom + left] + pixels[top + left]  # (N, s, s, 3)

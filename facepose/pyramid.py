@@ -41,6 +41,8 @@ def pyramid_level(ii: torch.Tensor, scale: float) -> torch.Tensor:
     height, width = ii.shape[-2] - 1, ii.shape[-1] - 1
     r0, r1 = _bins(height, int(height * scale + 1))
     c0, c1 = _bins(width, int(width * scale + 1))
-    rows = ii.index_select(1, r1) - ii.index_select(1, r0)
-    total = rows.index_select(2, c1) - rows.index_select(2, c0)
-    return (total.float() / (r1 - r0).float()[:, None] / (c1 - c0).float())[None]
+    sums = ii.permute(1, 2, 0)  # (H + 1, W + 1, 3), contiguous for integral_image's output
+    rows = sums.index_select(0, r1) - sums.index_select(0, r0)
+    total = rows.index_select(1, c1) - rows.index_select(1, c0)
+    level = total.float() / (r1 - r0).float()[:, None, None] / (c1 - c0).float()[None, :, None]
+    return level.permute(2, 0, 1)[None]  # channels-last, as P-Net reads it
