@@ -143,11 +143,14 @@ class ONet(nn.Module):
         """The architecture's sizes, as ``create_last_stage`` takes them (recorded in weights files)."""
         return {}
 
+    def _pooled2(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, 3, 48, 48) -> (N, 64, 10, 10)``: the first two convolutions and poolings."""
+        x = self.pool1(self.prelu1(self.conv1(_channels_last(x))))
+        return self.pool2(self.prelu2(self.conv2(x)))
+
     def _pooled3(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, 3, 48, 48) -> (N, 64, 4, 4)``: the first three convolutions and poolings."""
-        x = self.pool1(self.prelu1(self.conv1(_channels_last(x))))
-        x = self.pool2(self.prelu2(self.conv2(x)))
-        return self.pool3(self.prelu3(self.conv3(x)))
+        return self.pool3(self.prelu3(self.conv3(self._pooled2(x))))
 
     def _trunk(self, p3: torch.Tensor) -> torch.Tensor:
         """``(N, 64, 4, 4) -> (N, 256)``: conv4 and the dense layer, dropout applied."""
@@ -192,20 +195,29 @@ class FPNetBranch(ONet):
     """The shipped FPNet: O-Net unchanged plus a pose branch read by the rotation head only.
 
     The branch is a 2x2 convolution of its own (``pose_channels`` maps of 3x3) over the third pooling's
-    64x4x4 maps, then ``pose_hidden`` dense units (PReLU). The rotation head reads those units and
-    O-Net's 256. Trained with the O-Net part frozen, face score, box and landmarks stay O-Net's exactly.
+    64x4x4 maps, then ``pose_hidden`` dense units (PReLU). With ``pose_early`` > 0 it also reads finer
+    maps: a 3x3 convolution with ``pose_early`` maps over the second pooling's 64x10x10 (PReLU, 2x2 max
+    pooling to 4x4), stacked on the third pooling's maps before the branch's 2x2 convolution. The rotation
+    head reads the branch's units and O-Net's 256. Trained with the O-Net part frozen, face score, box and
+    landmarks stay O-Net's exactly.
 
     ``forward(x: (N, 3, 48, 48)) -> FPNetOutput`` with ``sixd (N, 6)``.
     """
 
     arch = "fpnet_branch"
 
-    def __init__(self, pose_channels: int = 64, pose_hidden: int = 96, dropout: float = 0.25) -> None:
+    def __init__(self, pose_channels: int = 64, pose_hidden: int = 96, pose_early: int = 0,
+                 dropout: float = 0.25) -> None:
         super().__init__(dropout)
-        if pose_channels < 1 or pose_hidden < 1:
-            raise ValueError(f"the pose branch needs at least one map and unit, got {pose_channels}, {pose_hidden}")
-        self.pose_channels, self.pose_hidden = int(pose_channels), int(pose_hidden)
-        self.pose_conv = nn.Conv2d(64, pose_channels, kernel_size=2)
+        if pose_channels < 1 or pose_hidden < 1 or pose_early < 0:
+            raise ValueError("the pose branch needs at least one map and unit (and no negative early maps), "
+                             f"got {pose_channels}, {pose_hidden}, {pose_early}")
+        self.pose_channels, self.pose_hidden, self.pose_early = int(pose_channels), int(pose_hidden), int(pose_early)
+        if pose_early:
+            self.pose_early_conv = nn.Conv2d(64, pose_early, kernel_size=3)
+            self.pose_early_prelu = nn.PReLU(pose_early)
+            self.pose_early_pool = nn.MaxPool2d(2, 2)
+        self.pose_conv = nn.Conv2d(64 + pose_early, pose_channels, kernel_size=2)
         self.pose_conv_prelu = nn.PReLU(pose_channels)
         self.pose_dense = nn.Linear(9 * pose_channels, pose_hidden)
         self.pose_prelu = nn.PReLU(pose_hidden)
@@ -217,14 +229,31 @@ class FPNetBranch(ONet):
         return True
 
     def sizes(self) -> dict[str, int]:
-        return {"pose_channels": self.pose_channels, "pose_hidden": self.pose_hidden}
+        sizes = {"pose_channels": self.pose_channels, "pose_hidden": self.pose_hidden}
+        return {**sizes, "pose_early": self.pose_early} if self.pose_early else sizes
 
     def forward(self, x: torch.Tensor) -> FPNetOutput:
-        p3 = self._pooled3(x)
+        p2 = self._pooled2(x)
+        p3 = self.pool3(self.prelu3(self.conv3(p2)))
         f = self._trunk(p3)
-        branch = self.pose_dense(_caffe_flatten(self.pose_conv_prelu(self.pose_conv(p3))))
+        pose_in = p3
+        if self.pose_early:
+            early = self.pose_early_pool(self.pose_early_prelu(self.pose_early_conv(p2)))
+            pose_in = torch.cat((p3, early), dim=1)
+        branch = self.pose_dense(_caffe_flatten(self.pose_conv_prelu(self.pose_conv(pose_in))))
         sixd = self.rotation(torch.cat((f, self.dropout(self.pose_prelu(branch))), dim=1))
         return self._heads(f, sixd)
+
+    def load_smaller_branch(self, state: dict[str, torch.Tensor]) -> None:
+        """Start from a trained ``FPNetBranch`` without early maps (``state``, same other sizes): every
+        weight copied, the early maps' weights in the branch's 2x2 convolution zero, so the output is that
+        network's exactly until training moves them."""
+        own = self.state_dict()
+        conv = own["pose_conv.weight"].zero_()
+        conv[:, :state["pose_conv.weight"].shape[1]] = state["pose_conv.weight"]
+        missing, unexpected = self.load_state_dict({**state, "pose_conv.weight": conv}, strict=False)
+        if unexpected or any(not k.startswith("pose_early_") for k in missing):
+            raise ValueError(f"not a smaller FPNetBranch: missing {missing}, unexpected {unexpected}")
 
 
 ARCHITECTURES: dict[str, type[ONet]] = {cls.arch: cls for cls in (ONet, FPNet, FPNetBranch)}

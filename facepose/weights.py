@@ -103,8 +103,10 @@ def load_rnet(path: Path | str = WEIGHTS_DIR / "rnet.safetensors") -> RNet:
 def _arch_from_tensors(state: dict[str, torch.Tensor], path: Path) -> tuple[str, dict[str, int]]:
     """For files without ``arch`` metadata: the architecture their tensor names and shapes imply."""
     if "pose_conv.weight" in state and "pose_dense.weight" in state:
-        return "fpnet_branch", {"pose_channels": state["pose_conv.weight"].shape[0],
-                                "pose_hidden": state["pose_dense.weight"].shape[0]}
+        sizes = {"pose_channels": state["pose_conv.weight"].shape[0], "pose_hidden": state["pose_dense.weight"].shape[0]}
+        if "pose_early_conv.weight" in state:
+            sizes["pose_early"] = state["pose_early_conv.weight"].shape[0]
+        return "fpnet_branch", sizes
     if "pose_dense.weight" in state:
         raise WeightsError(f"{path} is an FPNet variant this version does not support (a pose branch without "
                            "its convolution)")

@@ -177,39 +177,66 @@ def test_thesis_recipe_trains_the_whole_network(tiny_dataset, tmp_path):
     assert json.loads((out / "args.json").read_text())["recipe"]["name"] == "thesis"
 
 
-def test_shipped_recipe_keeps_onet_frozen(tiny_dataset, tmp_path):
-    """The default recipe learns only the pose part: every O-Net tensor stays bit for bit."""
+def test_shipped_recipes_keep_onet_frozen(tiny_dataset, tmp_path):
+    """The shipped FPNet's two runs learn only the pose part: every O-Net tensor stays bit for bit. The
+    second grows the first run's branch, starting from its network exactly."""
     from facepose.nets import FPNetBranch
     from facepose.weights import WEIGHTS_DIR, load_last_stage
     from training.train import main as train
 
-    out = tmp_path / "frozen"
-    best = train(["--data", str(tiny_dataset), "--out", str(out), "--epochs", "1", "--max-steps", "2"])
+    out = tmp_path / "branch"
+    best = train(["--recipe", "branch", "--data", str(tiny_dataset), "--out", str(out), "--epochs", "1", "--max-steps", "2"])
     net, pose = load_last_stage(out / "best.safetensors")
     assert pose and type(net) is FPNetBranch and net.sizes() == {"pose_channels": 64, "pose_hidden": 96}
-    onet = load_last_stage(WEIGHTS_DIR / "onet.safetensors")[0].state_dict()
-    for name, tensor in net.state_dict().items():
-        if name in onet:
-            assert torch.equal(tensor, onet[name]), name
     assert not torch.allclose(net.rotation.bias, torch.tensor([1.0, 0, 0, 0, 1, 0]))
     assert best["epoch"] == 1
+
+    with pytest.raises(SystemExit, match="pass --init"):
+        train(["--data", str(tiny_dataset), "--out", str(tmp_path / "no-init"), "--epochs", "1", "--max-steps", "1"])
+    with pytest.raises(SystemExit, match="not a pose branch on MTCNN's O-Net"):
+        train(["--init", str(WEIGHTS_DIR / "onet.safetensors"), "--data", str(tiny_dataset),
+               "--out", str(tmp_path / "bad-init"), "--epochs", "1", "--max-steps", "1"])
+    train(["--init", str(out / "best.safetensors"), "--data", str(tiny_dataset), "--out", str(tmp_path / "grown"),
+           "--epochs", "1", "--max-steps", "2"])
+    grown, pose = load_last_stage(tmp_path / "grown" / "best.safetensors")
+    assert pose and grown.sizes() == {"pose_channels": 64, "pose_hidden": 96, "pose_early": 48}
+    onet = load_last_stage(WEIGHTS_DIR / "onet.safetensors")[0].state_dict()
+    for trained in (net, grown):
+        for name, tensor in trained.state_dict().items():
+            if name in onet:
+                assert torch.equal(tensor, onet[name]), name
+
+
+def test_grown_branch_starts_as_the_smaller_one():
+    """Growing early maps changes nothing until training moves them: same outputs bit for bit."""
+    from facepose.nets import FPNetBranch
+
+    torch.manual_seed(0)
+    small, grown = FPNetBranch(8, 16).eval(), FPNetBranch(8, 16, pose_early=4).eval()
+    grown.load_smaller_branch(small.state_dict())
+    x = torch.randn(5, 3, 48, 48)
+    assert all(torch.equal(a, b) for a, b in zip(small(x), grown(x)))
+    with pytest.raises(ValueError, match="not a smaller FPNetBranch"):
+        grown.load_smaller_branch({**small.state_dict(), "extra.weight": torch.zeros(1)})
 
 
 def test_resuming_with_another_recipe_is_refused(tiny_dataset, tmp_path):
     from training.train import main as train
 
     out = tmp_path / "run"
-    train(["--data", str(tiny_dataset), "--out", str(out), "--epochs", "1", "--max-steps", "1"])
-    with pytest.raises(SystemExit, match="'shipped' recipe, not 'thesis'"):
+    train(["--recipe", "branch", "--data", str(tiny_dataset), "--out", str(out), "--epochs", "1", "--max-steps", "1"])
+    with pytest.raises(SystemExit, match="'branch' recipe, not 'thesis'"):
         train(["--recipe", "thesis", "--data", str(tiny_dataset), "--out", str(out), "--epochs", "2", "--max-steps", "1"])
 
 
-def test_recipes_are_the_two_named_ones():
+def test_recipes_are_the_three_named_ones():
     from training.recipes import RECIPES, Recipe
 
-    assert sorted(RECIPES) == ["shipped", "thesis"]
-    shipped, thesis = RECIPES["shipped"], RECIPES["thesis"]
-    assert (shipped.arch, shipped.init, shipped.train_detection) == ("fpnet_branch", "onet", False)
+    assert sorted(RECIPES) == ["branch", "shipped", "thesis"]
+    branch, shipped, thesis = RECIPES["branch"], RECIPES["shipped"], RECIPES["thesis"]
+    assert (branch.arch, branch.init, branch.train_detection) == ("fpnet_branch", "onet", False)
+    assert (shipped.arch, shipped.init, shipped.train_detection) == ("fpnet_branch", "grow", False)
+    assert {k: v for k, v in shipped.sizes.items() if k != "pose_early"} == branch.sizes
     assert (thesis.arch, thesis.init, thesis.train_detection, thesis.rotation_loss, thesis.mining) == \
         ("fpnet", "scratch", True, "l2", "middle60")
     assert (thesis.lr, thesis.lr_decay, thesis.epochs, thesis.batch_size) == (0.01, 0.83, 30, 64)
@@ -217,6 +244,8 @@ def test_recipes_are_the_two_named_ones():
         thesis.replace(jitter=1.0)
     with pytest.raises(ValueError, match="frozen O-Net needs its weights"):
         Recipe(name="x", summary="", arch="fpnet_branch", init="scratch", train_detection=False)
+    with pytest.raises(ValueError, match="only the fpnet_branch grows"):
+        Recipe(name="x", summary="", arch="fpnet", init="grow")
 
 
 def test_thesis_losses_on_a_hand_made_batch():

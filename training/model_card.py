@@ -33,6 +33,9 @@ def architecture(n_bytes: int, recipe: dict) -> str:
         sizes = recipe.get("sizes", {})
         branch = (f"a 2x2 convolution of its own ({sizes.get('pose_channels')} maps) over O-Net's third pooling, "
                   f"{sizes.get('pose_hidden')} dense units")
+        if sizes.get("pose_early"):
+            branch = (f"a 3x3 convolution ({sizes['pose_early']} maps, 2x2 max pooling) over O-Net's second pooling, "
+                      "stacked on the third pooling's maps, then " + branch.replace(" over O-Net's third pooling", ""))
         return f"""FPNet is the last stage of FacePose's face detector: MTCNN's O-Net, unchanged (conv 32-64-64-128, dense 256,
 PReLU; face score, box and landmark heads), plus a pose part: {branch}, and a
 rotation head that reads them together with O-Net's 256 dense units and regresses the head's rotation as two

@@ -1,7 +1,9 @@
-"""The two ways FPNet is trained, kept as data: ``RECIPES["shipped"]`` and ``RECIPES["thesis"]``.
+"""The ways FPNet is trained, kept as data: ``RECIPES["branch"]``, ``RECIPES["shipped"]`` and ``RECIPES["thesis"]``.
 
-``python -m training.train`` runs the shipped recipe, ``--recipe thesis`` the other. Nothing else about
-how a network learns is a command-line flag: a new recipe is a new entry here.
+The shipped FPNet takes two runs: ``python -m training.train --recipe branch`` trains the pose branch
+on O-Net's features, then ``python -m training.train --init BRANCH_BEST`` (the ``shipped`` recipe) grows
+the branch by finer maps and trains on from there. ``--recipe thesis`` is the thesis' network. Nothing
+else about how a network learns is a command-line flag: a new recipe is a new entry here.
 """
 from __future__ import annotations
 
@@ -19,8 +21,10 @@ class Recipe:
         name: the key in ``RECIPES``.
         summary: one paragraph for the model card.
         arch: the last-stage architecture (``facepose.nets.ARCHITECTURES``): ``fpnet`` or ``fpnet_branch``.
-        sizes: its sizes (``fpnet_branch``: ``pose_channels``, ``pose_hidden``).
-        init: ``onet`` (MTCNN's O-Net weights, rotation part random) or ``scratch`` (all random).
+        sizes: its sizes (``fpnet_branch``: ``pose_channels``, ``pose_hidden``, ``pose_early``).
+        init: ``onet`` (MTCNN's O-Net weights, rotation part random), ``scratch`` (all random) or
+            ``grow`` (a trained ``fpnet_branch`` without early maps, given as ``train --init FILE``, grown to
+            ``sizes``: its weights kept, the new maps joining at zero).
         train_detection: True: the whole network learns face score (cross-entropy on IoU labels, with
             ``mining``), box regression (L2) and rotation; False: O-Net stays frozen and only the rotation
             part learns, from the positives that carry a teacher rotation.
@@ -54,8 +58,9 @@ class Recipe:
     def __post_init__(self) -> None:
         checks = [
             (self.arch in ("fpnet", "fpnet_branch"), f"arch must be fpnet or fpnet_branch, not {self.arch!r}"),
-            (self.init in ("onet", "scratch"), f"init must be onet or scratch, not {self.init!r}"),
-            (self.train_detection or self.init == "onet", "a frozen O-Net needs its weights: init='onet'"),
+            (self.init in ("onet", "scratch", "grow"), f"init must be onet, scratch or grow, not {self.init!r}"),
+            (self.train_detection or self.init != "scratch", "a frozen O-Net needs its weights: init='onet'"),
+            (self.init != "grow" or self.arch == "fpnet_branch", "only the fpnet_branch grows"),
             (not (self.jitter and self.train_detection), "jitter moves the face in the crop: only with O-Net frozen"),
             (self.rotation_loss in ("l2", "geodesic"), f"rotation_loss must be l2 or geodesic, not {self.rotation_loss!r}"),
             (self.mining in ("middle60", "none"), f"mining must be middle60 or none, not {self.mining!r}"),
@@ -72,20 +77,33 @@ class Recipe:
         return dataclasses.asdict(self)
 
 
+_BRANCH = ("O-Net frozen: its convolutions, dense layer and score, box and landmark heads keep MTCNN's "
+           "weights. Trained: the pose branch (a 2x2 convolution with 64 maps over O-Net's third pooling, 96 dense "
+           "units, PReLU) and the rotation head, which reads those and O-Net's 256 dense units. 20 epochs of Adam "
+           "(lr 0.001 x 0.83 per epoch, batch 64, dropout 0.1; the best epoch by validation pose error against the "
+           "teacher is kept) on the positives that carry a teacher rotation, geodesic loss to their label (the rotation "
+           "mean of flip-averaged WHENet and MediaPipe Face Mesh where Face Mesh finds the face, WHENet "
+           "elsewhere); random mirroring, crop jitter (shifts up to 12% of the side, zooms +-16%: "
+           "R-Net's boxes vary around a face), photometric augmentation and low resolution on 30% of the crops.")
+
 RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe(
-        name="shipped",
-        summary="O-Net frozen: its convolutions, dense layer and score, box and landmark heads keep MTCNN's "
-        "weights. Trained: the pose branch (a 2x2 convolution with 64 maps over O-Net's third pooling, 96 dense "
-        "units, PReLU) and the rotation head, which reads those and O-Net's 256 dense units. 20 epochs of Adam "
-        "(lr 0.001 x 0.83 per epoch, batch 64, dropout 0.1; the best epoch by validation pose error against the "
-        "teacher is kept) on the positives that carry a teacher rotation, geodesic loss to their label (the rotation "
-        "mean of flip-averaged WHENet and MediaPipe Face Mesh where Face Mesh finds the face, WHENet "
-        "elsewhere); random mirroring, crop jitter (shifts up to 12% of the side, zooms +-16%: "
-        "R-Net's boxes vary around a face), photometric augmentation and low resolution on 30% of the crops.",
+        name="branch",
+        summary=_BRANCH,
         arch="fpnet_branch", sizes={"pose_channels": 64, "pose_hidden": 96}, init="onet", train_detection=False,
         epochs=20, lr=0.001, dropout=0.1, rotation_loss="geodesic", mining="none", negatives_per_positive=0.0,
         jitter=2.0, augment=0.3,
+    ),
+    Recipe(
+        name="shipped",
+        summary="Two runs. First the `branch` recipe: " + _BRANCH + " Then the "
+        "branch grows finer maps: a 3x3 convolution with 48 maps over O-Net's second pooling (10x10, PReLU, 2x2 "
+        "max pooling) stacked on the third pooling's maps where the branch's 2x2 convolution reads them, joining "
+        "at zero weight so training starts from the first run's network; 16 more epochs of the same losses and "
+        "augmentation (lr 0.0005 x 0.83 per epoch, best epoch by validation pose error kept).",
+        arch="fpnet_branch", sizes={"pose_channels": 64, "pose_hidden": 96, "pose_early": 48}, init="grow",
+        train_detection=False, epochs=16, lr=0.0005, dropout=0.1, rotation_loss="geodesic", mining="none",
+        negatives_per_positive=0.0, jitter=2.0, augment=0.3,
     ),
     Recipe(
         name="thesis",

@@ -1,5 +1,6 @@
-"""Make a trained FPNet the package's default: copy its weights, metrics and plot into ``facepose/data``
-and record the new sha256 in ``manifest.json``.
+"""Make a trained FPNet the package's default: copy its weights, metrics and plot into ``facepose/data``,
+record the new sha256 in ``manifest.json``, and record what the new default detector gives on every 20th
+AFLW2000 face in ``tests/data/aflw2000_reference.json`` (``tests/test_reference.py`` holds later code to it).
 
     python -m training.ship runs/fpnet/best.safetensors runs/eval [--train-args runs/fpnet/args.json]
                             [--summary "..."] [--variant-eval DIR --variant-note "..."]
@@ -12,6 +13,11 @@ import shutil
 from pathlib import Path
 
 from facepose.weights import WEIGHTS_DIR, load_last_stage, update_manifest
+
+from .aflw2000 import load_aflw2000
+from .paths import AFLW2000
+
+REFERENCE = Path(__file__).resolve().parent.parent / "tests" / "data" / "aflw2000_reference.json"
 
 
 def describe_data(folders: list[Path]) -> dict:
@@ -30,6 +36,25 @@ def describe_data(folders: list[Path]) -> dict:
               "FACE train photos (research use only)")
     return {"teachers": teachers, "sources": sources, "photos": photos, "train_posed_faces": posed,
             "two_teacher_share": totals.get("train_pose_two_teachers", 0) / posed if posed else 0.0}
+
+
+def record_reference(out: Path = REFERENCE, root: Path = AFLW2000) -> int:
+    """Boxes, scores and angles (flip-averaged and single crop) of the package's default detector on every
+    20th face of AFLW2000's standard set, written to ``out``; returns the number of images."""
+    from facepose import FacePoseDetector
+
+    detector = FacePoseDetector()
+    single = detector.replace(flip_pose=False)
+    images = {}
+    for sample in load_aflw2000(root)[::20]:
+        faces, plain = detector.detect(sample.image), single.detect(sample.image)
+        images[sample.image.name] = [{"box": list(f.box), "score": f.score, "angles": [f.yaw, f.pitch, f.roll],
+                                      "single": [g.yaw, g.pitch, g.roll]} for f, g in zip(faces, plain)]
+    about = ("Boxes and angles of the shipped detector (default settings, flip-averaged, and single crop) on every "
+             "20th face of AFLW2000's standard 1969, recorded when these weights were shipped; tests/test_reference.py "
+             "checks the detector still gives them. Derived numbers only, no image data.")
+    out.write_text(json.dumps({"about": about, "images": images}, indent=1) + "\n")
+    return len(images)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -62,6 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     shutil.copyfile(args.eval_dir / "pose_error_vs_yaw.png", WEIGHTS_DIR.parent.parent / "pose_error_vs_yaw.png")
     update_manifest(WEIGHTS_DIR, ["fpnet.safetensors"])
     print(f"shipped {args.weights} as {WEIGHTS_DIR / 'fpnet.safetensors'}")
+    print(f"recorded the new detector on {record_reference()} AFLW2000 images in {REFERENCE}")
 
 
 if __name__ == "__main__":

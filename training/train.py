@@ -2,9 +2,11 @@
 
     python -m training.train [--recipe shipped|thesis] [--data data_cache/fpnet] [--out runs/fpnet]
 
-``shipped`` (the default) is the packaged FPNet's recipe: O-Net frozen, a pose branch and the rotation
-head learn. ``thesis`` trains the whole network as the thesis did. Both are described in
-``training/recipes.py``; the other options only say where data and results go and how long to run.
+The packaged FPNet takes two runs: ``--recipe branch`` (O-Net frozen, a pose branch and the rotation head
+learn), then the default ``shipped`` recipe with ``--init`` that run's ``best.safetensors`` (the branch
+grows finer maps and trains on). ``thesis`` trains the whole network as the thesis did. All are described
+in ``training/recipes.py``; the other options only say where data and results go, where a grown network
+starts and how long to run.
 Logs to TensorBoard in ``--out``, keeps the best checkpoint by validation pose error as
 ``best.safetensors`` (metadata: architecture, ``pose=trained``) and resumes from ``last.pt``.
 """
@@ -37,8 +39,10 @@ __all__ = ["main", "train", "evaluate_samples", "build_parser", "make_model", "l
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--recipe", choices=sorted(RECIPES), default="shipped",
-                   help="how to train (training/recipes.py): shipped (default; O-Net frozen + pose branch) or "
-                        "thesis (the whole network)")
+                   help="how to train (training/recipes.py): branch (O-Net frozen + pose branch), shipped (default; "
+                        "that branch grown, needs --init) or thesis (the whole network)")
+    p.add_argument("--init", type=Path, default=None,
+                   help="best.safetensors of a branch run: where the shipped recipe's grown network starts")
     p.add_argument("--data", type=Path, nargs="+", default=[Path("data_cache/fpnet")],
                    help="output folder(s) of training.build_dataset")
     p.add_argument("--out", type=Path, default=Path("runs/fpnet"), help="checkpoints, TensorBoard logs, args.json")
@@ -51,10 +55,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def make_model(recipe: Recipe) -> ONet:
-    """The recipe's network, with O-Net's weights where ``init="onet"`` (rotation part random)."""
+def make_model(recipe: Recipe, init: Path | None = None) -> ONet:
+    """The recipe's network, with O-Net's weights where ``init="onet"`` (rotation part random), or grown
+    from the trained branch in ``init`` where ``init="grow"``."""
     model = create_last_stage(recipe.arch, dropout=recipe.dropout, **recipe.sizes)
-    if recipe.init == "onet":
+    if recipe.init == "grow":
+        if init is None:
+            raise SystemExit(f"the {recipe.name!r} recipe grows a trained branch: pass --init runs/branch/best.safetensors")
+        start, _ = load_last_stage(init)
+        onet, _ = load_last_stage(WEIGHTS_DIR / "onet.safetensors")
+        state = start.state_dict()
+        if start.arch != "fpnet_branch" or any(not torch.equal(v, state[k]) for k, v in onet.state_dict().items()):
+            raise SystemExit(f"{init} is not a pose branch on MTCNN's O-Net (a run of the 'branch' recipe)")
+        try:
+            model.load_smaller_branch(state)
+        except (ValueError, RuntimeError) as e:
+            raise SystemExit(f"{init} cannot grow into {recipe.sizes}: {e}") from None
+    elif recipe.init == "onet":
         onet, _ = load_last_stage(WEIGHTS_DIR / "onet.safetensors")
         missing, unexpected = model.load_state_dict(onet.state_dict(), strict=False)
         assert all(k.startswith(("rotation", "pose_")) for k in missing) and not unexpected
@@ -150,7 +167,7 @@ def train(args: argparse.Namespace) -> dict:
     if args.limit:
         train_set = train_set.subset(torch.randperm(len(train_set))[: args.limit])
     device = torch.device(args.device)
-    model = make_model(recipe).to(device)
+    model = make_model(recipe, args.init).to(device)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=recipe.lr)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=recipe.lr_decay)
     gen = torch.Generator().manual_seed(args.seed)
@@ -168,7 +185,8 @@ def train(args: argparse.Namespace) -> dict:
         best = json.loads(state["best"])
         print(f"resumed from {last} at epoch {start_epoch}")
     writer = SummaryWriter(str(args.out))
-    run = {"recipe": recipe.to_dict(), "data": [str(d) for d in args.data], "seed": args.seed, "threads": args.threads,
+    run = {"recipe": recipe.to_dict(), "init": str(args.init) if args.init else None, "data": [str(d) for d in args.data],
+           "seed": args.seed, "threads": args.threads,
            "device": args.device, "limit": args.limit, "max_steps": args.max_steps}
     (args.out / "args.json").write_text(json.dumps(run, indent=1))
     model.train()
