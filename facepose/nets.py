@@ -148,9 +148,13 @@ class ONet(nn.Module):
         x = self.pool1(self.prelu1(self.conv1(_channels_last(x))))
         return self.pool2(self.prelu2(self.conv2(x)))
 
+    def _pool3_from(self, p2: torch.Tensor) -> torch.Tensor:
+        """``(N, 64, 10, 10) -> (N, 64, 4, 4)``: the third convolution and pooling."""
+        return self.pool3(self.prelu3(self.conv3(p2)))
+
     def _pooled3(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, 3, 48, 48) -> (N, 64, 4, 4)``: the first three convolutions and poolings."""
-        return self.pool3(self.prelu3(self.conv3(self._pooled2(x))))
+        return self._pool3_from(self._pooled2(x))
 
     def _trunk(self, p3: torch.Tensor) -> torch.Tensor:
         """``(N, 64, 4, 4) -> (N, 256)``: conv4 and the dense layer, dropout applied."""
@@ -234,7 +238,7 @@ class FPNetBranch(ONet):
 
     def forward(self, x: torch.Tensor) -> FPNetOutput:
         p2 = self._pooled2(x)
-        p3 = self.pool3(self.prelu3(self.conv3(p2)))
+        p3 = self._pool3_from(p2)
         f = self._trunk(p3)
         pose_in = p3
         if self.pose_early:
