@@ -18,7 +18,7 @@ from .pyramid import pyramid_level, pyramid_scales
 from .rotation import matrix_to_sixd, mirror_matrix, sixd_to_matrix
 
 __all__ = ["Proposals", "Detections", "normalize", "propose", "propose_levels", "refine", "finish", "finish_crops",
-           "decode_last_stage", "flip_averaged", "propose_and_refine",
+           "decode_last_stage", "flip_averaged", "mean_with_mirrored", "propose_and_refine",
            "run_cascade"]
 
 STRIDE, CELL = 2, 12  # P-Net sees a 12x12 window every 2 pixels
@@ -156,7 +156,13 @@ def decode_last_stage(out, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
 def flip_averaged(fpnet: ONet, crops: torch.Tensor, sixd: torch.Tensor) -> torch.Tensor:
     """``(N, 3, 3)`` rotations: FPNet's ``sixd (N, 6)`` for ``crops`` averaged with the mirrored rotation it
     finds in the mirrored crops (one more pass)."""
-    mirrored = mirror_matrix(sixd_to_matrix(fpnet(crops.flip(-1)).sixd))
+    return mean_with_mirrored(sixd, fpnet(crops.flip(-1)).sixd)
+
+
+def mean_with_mirrored(sixd: torch.Tensor, sixd_of_mirrored: torch.Tensor) -> torch.Tensor:
+    """``(N, 3, 3)``: the mean of the rotations ``sixd (N, 6)`` and the mirror images of ``sixd_of_mirrored
+    (N, 6)``, what FPNet sees in the mirrored crops."""
+    mirrored = mirror_matrix(sixd_to_matrix(sixd_of_mirrored))
     return sixd_to_matrix(matrix_to_sixd(sixd_to_matrix(sixd) + mirrored))  # Gram-Schmidt of the summed columns: the mean
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .boxes import apply_offsets, box_overlap, square
-from .cascade import decode_last_stage, flip_averaged, normalize, run_cascade
+from .cascade import decode_last_stage, mean_with_mirrored, normalize, run_cascade
 from .crops import cut_crops, integral_image
 from .detector import Face, FacePoseDetector
 from .image import ImageInput, load_image
@@ -141,14 +141,19 @@ class FacePoseTracker:
         if not len(index):
             return {}
         crops = normalize(crops)
-        out = nets.fpnet(crops)
+        flip = flip and nets.fpnet.has_rotation
+        # the mirrored crops go in the same batch (a followed face almost always stays): on a few crops, one
+        # call costs about what each of two separate calls does
+        out = nets.fpnet(torch.cat((crops, crops.flip(-1))) if flip else crops)
+        n = len(crops)
+        mirrored_sixd, out = out.sixd[n:], type(out)(*(t[:n] for t in out))
         scores, boxes, marks = decode_last_stage(out, boxes)
         boxes, marks = boxes + shift, marks + shift[:2]
         stays = (scores > c.thresholds[2]) & (box_overlap(boxes, last[index]).diagonal() > MIN_STEP_IOU)  # else lost
         rotations = None
         if nets.fpnet.has_rotation and stays.any():
             sixd = out.sixd[stays]
-            rotations = flip_averaged(nets.fpnet, crops[stays], sixd) if flip else sixd_to_matrix(sixd)
+            rotations = mean_with_mirrored(sixd, mirrored_sixd[stays]) if flip else sixd_to_matrix(sixd)
         found = {}
         for j, k in enumerate(torch.nonzero(stays).flatten().tolist()):
             found[int(index[k])] = (boxes[k], scores[k], marks[k], rotations[j] if rotations is not None else None)
