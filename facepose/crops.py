@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["integral_image", "crop_windows", "crop_resize", "cut_crops", "crops_to_uint8"]
+__all__ = ["integral_image", "area_bins", "crop_windows", "crop_resize", "cut_crops", "crops_to_uint8"]
 
 
 def integral_image(image: torch.Tensor) -> torch.Tensor:
@@ -47,8 +47,9 @@ def crop_windows(boxes: torch.Tensor, width: int, height: int) -> torch.Tensor:
     return torch.stack((x1, y1, x2, y2), dim=1)
 
 
-def _bins(start: torch.Tensor, length: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Adaptive-pooling bin edges: ``(N,) -> (N, size)`` begin and end indices."""
+def area_bins(start: torch.Tensor, length: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Adaptive-pooling (``mode="area"``) bin edges of ``length`` pixels from ``start`` into ``size`` bins:
+    ``(N,) -> (N, size)`` begin and end indices."""
     i = torch.arange(size, device=start.device)
     lo = torch.div(i[None, :] * length[:, None], size, rounding_mode="floor")
     hi = torch.div((i[None, :] + 1) * length[:, None] + size - 1, size, rounding_mode="floor")
@@ -67,8 +68,8 @@ def crop_resize(ii: torch.Tensor, windows: torch.Tensor, size: int) -> torch.Ten
         sums fit its 24 bits exactly, bins up to 65,793 pixels; in float64 beyond).
     """
     width = ii.shape[-1]
-    r0, r1 = _bins(windows[:, 1], windows[:, 3] - windows[:, 1], size)
-    c0, c1 = _bins(windows[:, 0], windows[:, 2] - windows[:, 0], size)
+    r0, r1 = area_bins(windows[:, 1], windows[:, 3] - windows[:, 1], size)
+    c0, c1 = area_bins(windows[:, 0], windows[:, 2] - windows[:, 0], size)
     pixels = ii.permute(1, 2, 0).reshape(-1, ii.shape[0])  # (H + 1) * (W + 1) rows of 3 sums (a view)
     top, bottom = (r0 * width)[:, :, None], (r1 * width)[:, :, None]
     left, right = c0[:, None, :], c1[:, None, :]

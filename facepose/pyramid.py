@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from .crops import area_bins
+
 __all__ = ["pyramid_scales", "pyramid_level"]
 
 
@@ -23,12 +25,6 @@ def pyramid_scales(height: int, width: int, min_face_size: float, factor: float)
     return scales
 
 
-def _bins(length: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Adaptive-pooling bins of ``length`` pixels into ``size``: ``(size,)`` begin and end indices."""
-    i = torch.arange(size)
-    return torch.div(i * length, size, rounding_mode="floor"), torch.div((i + 1) * length + size - 1, size, rounding_mode="floor")
-
-
 def pyramid_level(ii: torch.Tensor, scale: float) -> torch.Tensor:
     """The image of integral image ``ii`` (``(3, H + 1, W + 1)``, ``crops.integral_image``) area-resampled
     to ``(1, 3, int(H * scale + 1), int(W * scale + 1))`` float 0-255.
@@ -39,8 +35,9 @@ def pyramid_level(ii: torch.Tensor, scale: float) -> torch.Tensor:
     later stages cut their crops from.
     """
     height, width = ii.shape[-2] - 1, ii.shape[-1] - 1
-    r0, r1 = _bins(height, int(height * scale + 1))
-    c0, c1 = _bins(width, int(width * scale + 1))
+    zero = torch.zeros(1, dtype=torch.long)
+    r0, r1 = (b[0] for b in area_bins(zero, zero + height, int(height * scale + 1)))
+    c0, c1 = (b[0] for b in area_bins(zero, zero + width, int(width * scale + 1)))
     sums = ii.permute(1, 2, 0)  # (H + 1, W + 1, 3), contiguous for integral_image's output
     rows = sums.index_select(0, r1) - sums.index_select(0, r0)
     total = rows.index_select(1, c1) - rows.index_select(1, c0)

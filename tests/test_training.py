@@ -191,6 +191,9 @@ def test_shipped_recipes_keep_onet_frozen(tiny_dataset, tmp_path):
     assert not torch.allclose(net.rotation.bias, torch.tensor([1.0, 0, 0, 0, 1, 0]))
     assert best["epoch"] == 1
 
+    with pytest.raises(SystemExit, match="does not grow one"):
+        train(["--recipe", "branch", "--init", str(out / "best.safetensors"), "--data", str(tiny_dataset),
+               "--out", str(tmp_path / "branch-init"), "--epochs", "1", "--max-steps", "1"])
     with pytest.raises(SystemExit, match="pass --init"):
         train(["--data", str(tiny_dataset), "--out", str(tmp_path / "no-init"), "--epochs", "1", "--max-steps", "1"])
     with pytest.raises(SystemExit, match="not a pose branch on MTCNN's O-Net"):

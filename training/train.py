@@ -1,6 +1,7 @@
-"""Train FPNet by distillation from the teacher's head rotations, with one of the two recipes.
+"""Train FPNet by distillation from the teacher's head rotations, with one of the recipes.
 
-    python -m training.train [--recipe shipped|thesis] [--data data_cache/fpnet] [--out runs/fpnet]
+    python -m training.train [--recipe branch|shipped|thesis] [--init BRANCH_BEST] [--data data_cache/fpnet]
+                             [--out runs/fpnet]
 
 The packaged FPNet takes two runs: ``--recipe branch`` (O-Net frozen, a pose branch and the rotation head
 learn), then the default ``shipped`` recipe with ``--init`` that run's ``best.safetensors`` (the branch
@@ -59,6 +60,8 @@ def make_model(recipe: Recipe, init: Path | None = None) -> ONet:
     """The recipe's network, with O-Net's weights where ``init="onet"`` (rotation part random), or grown
     from the trained branch in ``init`` where ``init="grow"``."""
     model = create_last_stage(recipe.arch, dropout=recipe.dropout, **recipe.sizes)
+    if init is not None and recipe.init != "grow":
+        raise SystemExit(f"--init starts a grown network; the {recipe.name!r} recipe does not grow one")
     if recipe.init == "grow":
         if init is None:
             raise SystemExit(f"the {recipe.name!r} recipe grows a trained branch: pass --init runs/branch/best.safetensors")
