@@ -20,8 +20,7 @@ import torch
 from PIL import Image
 
 from facepose import FacePoseDetector, load_image
-from facepose.boxes import apply_offsets, nms, square
-from facepose.cascade import STRIDE, Proposals, finish, normalize, refine
+from facepose.cascade import decode_level, finish, merge_levels, normalize, refine
 from facepose.crops import cut_crops, integral_image
 from facepose.pyramid import pyramid_level, pyramid_scales
 from training.paths import PHOTOS
@@ -71,19 +70,11 @@ def profile_one(det: FacePoseDetector, pixels: np.ndarray, timing: dict[str, lis
         t1 = clock()
         prob, reg = pnet(level)
         t2 = clock()
-        rows, cols = torch.nonzero(prob[0] >= c.thresholds[0], as_tuple=True)
-        xy = torch.stack((cols, rows), dim=1).to(image.dtype)
-        boxes = torch.cat((((STRIDE * xy + 1) / scale).floor(), ((STRIDE * xy + 12) / scale).floor(), reg[0, :, rows, cols].T), 1)
-        scores = prob[0, rows, cols]
-        keep = nms(boxes[:, :4], scores, c.nms_thresholds[0])
-        found.append((boxes[keep], scores[keep]))
+        found.append(decode_level(prob, reg, scale, c.thresholds[0], c.nms_thresholds[0]))
         t3 = clock()
         t_level, t_pnet, t_post = t_level + t1 - t0, t_pnet + t2 - t1, t_post + t3 - t2
     t0 = clock()
-    boxes = torch.cat([b for b, _ in found]) if found else image.new_zeros(0, 8)
-    scores = torch.cat([s for _, s in found]) if found else image.new_zeros(0)
-    keep = nms(boxes[:, :4], scores, c.nms_thresholds[1])
-    proposals = Proposals(square(apply_offsets(boxes[keep, :4], boxes[keep, 4:], plus_one=False)), scores[keep])
+    proposals = merge_levels(found, c.nms_thresholds[1])
     t1 = t2 = clock()
     crops, _ = cut_crops(ii, proposals.boxes, 24)
     t3 = clock()

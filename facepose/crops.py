@@ -6,6 +6,7 @@ separately, as MTCNN implementations do in a Python loop.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 __all__ = ["integral_image", "area_bins", "crop_windows", "crop_resize", "cut_crops", "crops_to_uint8"]
@@ -47,12 +48,14 @@ def crop_windows(boxes: torch.Tensor, width: int, height: int) -> torch.Tensor:
     return torch.stack((x1, y1, x2, y2), dim=1)
 
 
-def area_bins(start: torch.Tensor, length: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def area_bins(start: np.ndarray, length: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Adaptive-pooling (``mode="area"``) bin edges of ``length`` pixels from ``start`` into ``size`` bins:
-    ``(N,) -> (N, size)`` begin and end indices."""
-    i = torch.arange(size, device=start.device)
-    lo = torch.div(i[None, :] * length[:, None], size, rounding_mode="floor")
-    hi = torch.div((i[None, :] + 1) * length[:, None] + size - 1, size, rounding_mode="floor")
+    ``(N,) -> (N, size)`` int64 begin and end indices (numpy: a few small integer steps, ten times cheaper
+    than in torch)."""
+    i = np.arange(size, dtype=np.int64)
+    start, length = np.asarray(start, dtype=np.int64), np.asarray(length, dtype=np.int64)
+    lo = i[None, :] * length[:, None] // size
+    hi = ((i[None, :] + 1) * length[:, None] + size - 1) // size
     return start[:, None] + lo, start[:, None] + hi
 
 
@@ -68,15 +71,21 @@ def crop_resize(ii: torch.Tensor, windows: torch.Tensor, size: int) -> torch.Ten
         sums fit its 24 bits exactly, bins up to 65,793 pixels; in float64 beyond).
     """
     width = ii.shape[-1]
-    r0, r1 = area_bins(windows[:, 1], windows[:, 3] - windows[:, 1], size)
-    c0, c1 = area_bins(windows[:, 0], windows[:, 2] - windows[:, 0], size)
-    pixels = ii.permute(1, 2, 0).reshape(-1, ii.shape[0])  # (H + 1) * (W + 1) rows of 3 sums (a view)
+    w = windows.cpu().numpy()
+    r0, r1 = area_bins(w[:, 1], w[:, 3] - w[:, 1], size)
+    c0, c1 = area_bins(w[:, 0], w[:, 2] - w[:, 0], size)
     top, bottom = (r0 * width)[:, :, None], (r1 * width)[:, :, None]
     left, right = c0[:, None, :], c1[:, None, :]
-    total = pixels[bottom + right] - pixels[top + right] - pixels[bottom + left] + pixels[top + left]  # (N, s, s, 3)
-    area = ((r1 - r0)[:, :, None] * (c1 - c0)[:, None, :])[..., None]
+    pixels = ii.permute(1, 2, 0).reshape(-1, ii.shape[0])  # (H + 1) * (W + 1) rows of 3 sums (a view)
+
+    def corner(index: np.ndarray) -> torch.Tensor:  # one gather of whole rows: twice as fast as pixels[index]
+        return pixels.index_select(0, torch.from_numpy(index.reshape(-1)).to(ii.device))
+
+    total = (corner(bottom + right) - corner(top + right) - corner(bottom + left) + corner(top + left))
+    area = ((r1 - r0)[:, :, None] * (c1 - c0)[:, None, :]).reshape(-1, 1)
     exact = torch.float32 if int(area.max()) * 255 < 2**24 else torch.float64
-    return (total.to(exact) / area.to(exact)).float().permute(0, 3, 1, 2)
+    mean = (total.to(exact) / torch.from_numpy(area).to(ii.device, exact)).float()
+    return mean.view(len(w), size, size, ii.shape[0]).permute(0, 3, 1, 2)
 
 
 def cut_crops(ii: torch.Tensor, boxes: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -35,9 +35,8 @@ def pyramid_level(ii: torch.Tensor, scale: float) -> torch.Tensor:
     later stages cut their crops from.
     """
     height, width = ii.shape[-2] - 1, ii.shape[-1] - 1
-    zero = torch.zeros(1, dtype=torch.long)
-    r0, r1 = (b[0] for b in area_bins(zero, zero + height, int(height * scale + 1)))
-    c0, c1 = (b[0] for b in area_bins(zero, zero + width, int(width * scale + 1)))
+    r0, r1 = (torch.from_numpy(b[0]).to(ii.device) for b in area_bins([0], [height], int(height * scale + 1)))
+    c0, c1 = (torch.from_numpy(b[0]).to(ii.device) for b in area_bins([0], [width], int(width * scale + 1)))
     sums = ii.permute(1, 2, 0)  # (H + 1, W + 1, 3), contiguous for integral_image's output
     rows = sums.index_select(0, r1) - sums.index_select(0, r0)
     total = rows.index_select(1, c1) - rows.index_select(1, c0)
