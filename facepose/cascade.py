@@ -1,6 +1,7 @@
 """The three stages of the cascade, each a function of an image and the boxes it is given.
 
-Every stage works on one image held as a ``(1, 3, H, W)`` float tensor of 0-255 RGB values and on
+Every stage works on one image held as a ``(1, 3, H, W)`` tensor of 0-255 RGB values (uint8 or float; its
+integral image is what the stages read, ``crops.integral_image``) and on
 ``(N, 4)`` boxes in that image's pixels. They follow facenet-pytorch's MTCNN (same arithmetic, same
 thresholds), with every crop of a stage resized in one batched gather instead of a Python loop.
 """
@@ -14,7 +15,7 @@ import torch
 from .boxes import apply_offsets, nms, square
 from .config import DetectorConfig
 from .crops import cut_crops, integral_image
-from .nets import CascadeNets, ONet, PNet, RNet, face_probability
+from .nets import CascadeNets, ONet, PNet, RNet, face_probability, select_rows
 from .pyramid import pyramid_level, pyramid_scales
 from .rotation import matrix_to_sixd, mirror_matrix, sixd_to_matrix
 
@@ -141,15 +142,16 @@ def finish_crops(fpnet: ONet, boxes: torch.Tensor, crops: torch.Tensor, threshol
     if len(boxes) == 0:
         z = crops.new_zeros(0)
         return Detections(z.reshape(0, 4), z, z.reshape(0, 5, 2), z.reshape(0, n_rot, n_rot))
-    out = fpnet(crops)
-    scores, boxes, marks = decode_last_stage(out, boxes)
+    features = fpnet.features(crops)
+    scores, boxes, marks = decode_last_stage(fpnet.detection(features), boxes)
     passed = scores > threshold
     boxes, scores, marks = boxes[passed], scores[passed], marks[passed]
     keep = nms(boxes, scores, nms_threshold, mode="min", plus_one=True)
     if not n_rot:
         return Detections(boxes[keep], scores[keep], marks[keep], scores.new_zeros(len(keep), 0, 0))
-    sixd = out.sixd[passed][keep]
-    rotations = flip_averaged(fpnet, crops[passed][keep], sixd) if flip_pose and len(keep) else sixd_to_matrix(sixd)
+    faces = torch.nonzero(passed).flatten()[keep]  # the pose is worked out for these crops only
+    sixd = fpnet.rotation_6d(select_rows(features, faces))
+    rotations = flip_averaged(fpnet, crops[faces], sixd) if flip_pose and len(keep) else sixd_to_matrix(sixd)
     return Detections(boxes[keep], scores[keep], marks[keep], rotations)
 
 

@@ -17,14 +17,20 @@ def integral_image(image: torch.Tensor) -> torch.Tensor:
 
     int32 while the image's total fits (up to 8.4 MP), else int64; row 0 and column 0 are zero. Held
     channels-last in memory (``ii.permute(1, 2, 0)`` is contiguous): a pixel's three sums sit together,
-    so crops and pyramid levels gather them at once and come out channels-last.
+    so crops and pyramid levels gather them at once and come out channels-last. Fastest for an image
+    that is itself channels-last in memory (as ``FacePoseDetector`` makes it from an ``H x W x 3`` array).
     """
     c, h, w = image.shape
     dtype = torch.int32 if h * w * 255 < 2**31 else torch.int64
-    ii = torch.zeros(c, h + 1, w + 1, dtype=dtype, device=image.device)
-    torch.cumsum(image.to(dtype), 2, out=ii[:, 1:, 1:])  # both sums run fastest on planar channels,
-    ii.cumsum_(1)
-    return ii.permute(1, 2, 0).contiguous().permute(2, 0, 1)  # then one copy to channels-last
+    ii = torch.zeros(h + 1, w + 1, c, dtype=dtype, device=image.device)
+    torch.cumsum(image.permute(1, 2, 0), 1, dtype=dtype, out=ii[1:, 1:])  # along each row
+    if ii.device.type == "cpu":  # down the columns: one vector add per row, 3x torch's cumsum over rows
+        rows = ii.numpy()
+        for r in range(2, h + 1):
+            np.add(rows[r], rows[r - 1], out=rows[r])
+    else:
+        ii.cumsum_(0)
+    return ii.permute(2, 0, 1)
 
 
 def crop_windows(boxes: torch.Tensor, width: int, height: int) -> torch.Tensor:

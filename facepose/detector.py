@@ -151,7 +151,7 @@ class FacePoseDetector:
         pixels = load_image(image, self.config.max_pixels)
         if not pixels.flags.writeable:  # torch wants to own writable memory; a copy is cheap
             pixels = pixels.copy()
-        tensor = torch.from_numpy(pixels).to(self.device).permute(2, 0, 1)[None].float()
+        tensor = torch.from_numpy(pixels).to(self.device).permute(2, 0, 1)[None]  # uint8, channels-last in memory
         cascade = run_cascade_any_rotation if self.config.any_rotation else run_cascade
         det = cascade(self.nets, tensor, self.config, self.config.flip_pose and self.pose_available)
         boxes = det.boxes.cpu().tolist()

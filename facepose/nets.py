@@ -19,8 +19,8 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-__all__ = ["PNet", "RNet", "ONet", "FPNet", "FPNetBranch", "FPNetOutput", "CascadeNets", "ARCHITECTURES",
-           "create_last_stage", "face_probability", "reset_rotation_head"]
+__all__ = ["PNet", "RNet", "ONet", "FPNet", "FPNetBranch", "FPNetOutput", "LastStageFeatures", "CascadeNets",
+           "ARCHITECTURES", "create_last_stage", "face_probability", "select_rows", "reset_rotation_head"]
 
 
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
@@ -100,6 +100,20 @@ class FPNetOutput(NamedTuple):
     sixd: torch.Tensor  # (N, 6) rotation in the 6D representation, (N, 0) for plain O-Net
 
 
+class LastStageFeatures(NamedTuple):
+    """What the last stage's heads read for ``N`` crops: O-Net's second and third poolings and its 256
+    units. Indexing every field alike selects crops (``select_rows``)."""
+
+    pooled2: torch.Tensor  # (N, 64, 10, 10)
+    pooled3: torch.Tensor  # (N, 64, 4, 4)
+    units: torch.Tensor  # (N, 256), dropout applied
+
+
+def select_rows(batch: NamedTuple, index: torch.Tensor):
+    """The same named tuple of ``(N, ...)`` tensors for the rows ``index`` (bool mask or indices) only."""
+    return type(batch)(*(t[index] for t in batch))
+
+
 def face_probability(face_logits: torch.Tensor) -> torch.Tensor:
     """``(N, 2)`` non-face / face logits -> ``(N,)`` probability of "face"."""
     return torch.softmax(face_logits, dim=1)[:, 1]
@@ -152,20 +166,29 @@ class ONet(nn.Module):
         """``(N, 64, 10, 10) -> (N, 64, 4, 4)``: the third convolution and pooling."""
         return self.pool3(self.prelu3(self.conv3(p2)))
 
-    def _pooled3(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, 3, 48, 48) -> (N, 64, 4, 4)``: the first three convolutions and poolings."""
-        return self._pool3_from(self._pooled2(x))
-
     def _trunk(self, p3: torch.Tensor) -> torch.Tensor:
         """``(N, 64, 4, 4) -> (N, 256)``: conv4 and the dense layer, dropout applied."""
         return self.dropout(self.prelu5(self.dense5(_caffe_flatten(self.prelu4(self.conv4(p3))))))
 
-    def _heads(self, f: torch.Tensor, sixd: torch.Tensor) -> FPNetOutput:
-        return FPNetOutput(self.score(f), self.box(f), self.landmarks(f), sixd)
+    def features(self, x: torch.Tensor) -> LastStageFeatures:
+        """``(N, 3, 48, 48)`` crops -> what the heads read (``detection`` and ``rotation_6d``)."""
+        p2 = self._pooled2(x)
+        p3 = self._pool3_from(p2)
+        return LastStageFeatures(p2, p3, self._trunk(p3))
+
+    def detection(self, f: LastStageFeatures) -> FPNetOutput:
+        """Face score, box and landmarks from ``features``; ``sixd`` left empty ``(N, 0)``."""
+        u = f.units
+        return FPNetOutput(self.score(u), self.box(u), self.landmarks(u), u.new_zeros(u.shape[0], 0))
+
+    def rotation_6d(self, f: LastStageFeatures) -> torch.Tensor:
+        """``(N, 6)`` rotation from ``features`` (``(N, 0)`` for O-Net). The cascade asks it only for the
+        faces that pass the face score and NMS: a pose branch costs nothing on the other crops."""
+        return f.units.new_zeros(f.units.shape[0], 0)
 
     def forward(self, x: torch.Tensor) -> FPNetOutput:
-        f = self._trunk(self._pooled3(x))
-        return self._heads(f, f.new_zeros(f.shape[0], 0))
+        f = self.features(x)
+        return self.detection(f)._replace(sixd=self.rotation_6d(f))
 
     def detection_parameters(self) -> list[nn.Parameter]:
         """O-Net's own parameters: everything but what a rotation needs."""
@@ -190,9 +213,8 @@ class FPNet(ONet):
     def has_rotation(self) -> bool:
         return True
 
-    def forward(self, x: torch.Tensor) -> FPNetOutput:
-        f = self._trunk(self._pooled3(x))
-        return self._heads(f, self.rotation(f))
+    def rotation_6d(self, f: LastStageFeatures) -> torch.Tensor:
+        return self.rotation(f.units)
 
 
 class FPNetBranch(ONet):
@@ -236,17 +258,13 @@ class FPNetBranch(ONet):
         sizes = {"pose_channels": self.pose_channels, "pose_hidden": self.pose_hidden}
         return {**sizes, "pose_early": self.pose_early} if self.pose_early else sizes
 
-    def forward(self, x: torch.Tensor) -> FPNetOutput:
-        p2 = self._pooled2(x)
-        p3 = self._pool3_from(p2)
-        f = self._trunk(p3)
-        pose_in = p3
+    def rotation_6d(self, f: LastStageFeatures) -> torch.Tensor:
+        pose_in = f.pooled3
         if self.pose_early:
-            early = self.pose_early_pool(self.pose_early_prelu(self.pose_early_conv(p2)))
-            pose_in = torch.cat((p3, early), dim=1)
+            early = self.pose_early_pool(self.pose_early_prelu(self.pose_early_conv(f.pooled2)))
+            pose_in = torch.cat((pose_in, early), dim=1)
         branch = self.pose_dense(_caffe_flatten(self.pose_conv_prelu(self.pose_conv(pose_in))))
-        sixd = self.rotation(torch.cat((f, self.dropout(self.pose_prelu(branch))), dim=1))
-        return self._heads(f, sixd)
+        return self.rotation(torch.cat((f.units, self.dropout(self.pose_prelu(branch))), dim=1))
 
     def load_smaller_branch(self, state: dict[str, torch.Tensor]) -> None:
         """Start from a trained ``FPNetBranch`` without early maps (``state``, same other sizes): every

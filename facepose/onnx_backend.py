@@ -129,6 +129,17 @@ class OnnxNet:
         out = [torch.from_numpy(o) for o in self.session.run(None, {"pixels": pixels})]
         return FPNetOutput(*out) if len(out) == 4 else tuple(out)
 
+    def features(self, x: torch.Tensor) -> FPNetOutput:
+        """The last stage's interface to the cascade (``ONet.features``): the graph runs whole, so its
+        "features" are its outputs."""
+        return self(x)
+
+    def detection(self, out: FPNetOutput) -> FPNetOutput:
+        return out
+
+    def rotation_6d(self, out: FPNetOutput) -> torch.Tensor:
+        return out.sixd
+
     def eval(self) -> OnnxNet:
         return self
 

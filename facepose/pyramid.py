@@ -1,6 +1,7 @@
 """The image pyramid that P-Net scans: which scales, and the resized levels."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .crops import area_bins
@@ -30,15 +31,25 @@ def pyramid_level(ii: torch.Tensor, scale: float) -> torch.Tensor:
     to ``(1, 3, int(H * scale + 1), int(W * scale + 1))`` float 0-255.
 
     Bit for bit ``F.interpolate(image, size, mode="area")`` (adaptive average pooling: the same bins, the
-    bin's exact integer sum divided by its height, then by its width, in float32), at a third of its time:
-    each output pixel reads four sums instead of its whole bin, and the integral image is the one the
-    later stages cut their crops from.
+    bin's exact integer sum divided by its height, then by its width, in float32), at a fifth of its time:
+    each output pixel reads four sums instead of its whole bin (whole rows of sums first, then the columns
+    of each), and the integral image is the one the later stages cut their crops from.
     """
-    height, width = ii.shape[-2] - 1, ii.shape[-1] - 1
-    r0, r1 = (torch.from_numpy(b[0]).to(ii.device) for b in area_bins([0], [height], int(height * scale + 1)))
-    c0, c1 = (torch.from_numpy(b[0]).to(ii.device) for b in area_bins([0], [width], int(width * scale + 1)))
-    sums = ii.permute(1, 2, 0)  # (H + 1, W + 1, 3), contiguous for integral_image's output
-    rows = sums.index_select(0, r1) - sums.index_select(0, r0)
-    total = rows.index_select(1, c1) - rows.index_select(1, c0)
-    level = total.float() / (r1 - r0).float()[:, None, None] / (c1 - c0).float()[None, :, None]
-    return level[None].permute(0, 3, 1, 2)  # channels-last with the standard strides, as P-Net reads it fastest
+    channels, height, width = ii.shape[0], ii.shape[-2] - 1, ii.shape[-1] - 1
+    h, w = int(height * scale + 1), int(width * scale + 1)
+    (r0, r1), (c0, c1) = ((b[0] for b in area_bins([0], [n], size)) for n, size in ((height, h), (width, w)))
+    sums = ii.permute(1, 2, 0).reshape(height + 1, -1)  # a row of sums per image row, channels interleaved (a view)
+    rows = sums.index_select(0, _index(r1, ii)) - sums.index_select(0, _index(r0, ii))
+    channel = np.arange(channels)
+
+    def columns(c: np.ndarray) -> torch.Tensor:  # gather is 2x faster than index_select along a row here
+        return torch.gather(rows, 1, _index((c[:, None] * channels + channel).reshape(1, -1), ii).expand(h, -1))
+
+    level = (columns(c1) - columns(c0)).float().div_(_index(r1 - r0, ii, torch.float32)[:, None])
+    level.div_(_index(np.repeat(c1 - c0, channels)[None], ii, torch.float32))
+    return level.view(1, h, w, channels).permute(0, 3, 1, 2)  # channels-last, standard strides: P-Net's fastest
+
+
+def _index(values: np.ndarray, like: torch.Tensor, dtype: torch.dtype = torch.long) -> torch.Tensor:
+    """A numpy array as a tensor of ``dtype`` on ``like``'s device."""
+    return torch.from_numpy(values).to(like.device, dtype)

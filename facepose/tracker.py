@@ -93,7 +93,7 @@ class FacePoseTracker:
             self.frame_index / self.fps if self.fps else time.perf_counter())
         dt = 0.0 if self._last_time is None else now - self._last_time
         self._last_time = now
-        image = torch.from_numpy(pixels).to(det.device).permute(2, 0, 1)[None].float()
+        image = torch.from_numpy(pixels).to(det.device).permute(2, 0, 1)[None]  # uint8, channels-last in memory
         flip = det.config.flip_pose and det.pose_available
         found = self._follow(image, flip)  # track index -> (box, score, landmarks, rotation)
         # a face that had been followed for a while and is gone: look for it (and any other) at once;
