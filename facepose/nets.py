@@ -33,6 +33,22 @@ def _caffe_flatten(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 3, 2, 1).flatten(1)
 
 
+def _max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
+    """``nn.MaxPool2d(2, 2, ceil_mode=True)`` on a channels-last ``(N, C, H, W)`` map, bit for bit: three
+    elementwise maxima of strided views. 2.5-3.5x torch's kernel on P-Net's 10-channel maps of a large
+    pyramid level (it computes indices too), slower on small ones."""
+    n, c, height, width = x.shape
+    h, w = height // 2, width // 2
+    top = torch.empty((n, c, height - h, width - w), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+    bottom = torch.empty((n, c, h, width - w), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+    for rows, out in ((x[:, :, 0::2], top), (x[:, :, 1::2], bottom)):
+        torch.maximum(rows[..., 0:2 * w:2], rows[..., 1::2], out=out[..., :w])
+        if width % 2:  # ceil mode: the last window holds one column
+            out[..., w:].copy_(rows[..., -1:])
+    torch.maximum(top[:, :, :h], bottom, out=top[:, :, :h])
+    return top
+
+
 class PNet(nn.Module):
     """Proposal network, fully convolutional: a 12x12 window every 2 pixels.
 
@@ -55,7 +71,9 @@ class PNet(nn.Module):
         self.box = nn.Conv2d(32, 4, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.pool1(self.prelu1(self.conv1(_channels_last(x))))
+        x = self.prelu1(self.conv1(_channels_last(x)))
+        fast = x.shape[-2] * x.shape[-1] >= 10_000 and not x.requires_grad and not torch.onnx.is_in_onnx_export()
+        x = _max_pool_2x2(x) if fast else self.pool1(x)
         x = self.prelu3(self.conv3(self.prelu2(self.conv2(x))))
         return torch.softmax(self.score(x), dim=1)[:, 1], self.box(x)
 

@@ -8,6 +8,7 @@ import torch
 from facepose import DetectorConfig, load_image
 from facepose.cascade import finish, finish_crops, normalize, propose, propose_and_refine, refine, run_cascade
 from facepose.crops import cut_crops, integral_image
+from facepose.nets import _max_pool_2x2
 from facepose.rotation import geodesic_distance, mirror_matrix
 
 from .conftest import PHOTOS, needs_photos
@@ -112,3 +113,13 @@ def test_run_cascade_is_the_three_stages(nets, image, detector):
     assert d.boxes.tolist() == [list(f.box) for f in faces]
     off = run_cascade(nets, image, config, flip_pose=False)
     assert torch.equal(off.boxes, d.boxes) and not torch.equal(off.rotations, d.rotations)
+
+
+@pytest.mark.parametrize("height, width", [(575, 767), (286, 382), (101, 100), (120, 121)])
+def test_pnet_pooling_equals_max_pool_bit_for_bit(height, width):
+    """P-Net's 2x2 max pooling of large maps (strided maxima, ceil mode) is torch's MaxPool2d exactly."""
+    x = torch.randn(1, 10, height, width, generator=torch.Generator().manual_seed(width))
+    x = x.contiguous(memory_format=torch.channels_last)
+    expected = torch.nn.functional.max_pool2d(x, 2, 2, ceil_mode=True)
+    got = _max_pool_2x2(x)
+    assert got.shape == expected.shape and torch.equal(got, expected)
