@@ -26,16 +26,20 @@ def box_area(boxes: Boxes, plus_one: bool = False) -> Boxes:
 def box_overlap(a: Boxes, b: Boxes, mode: str = "union", plus_one: bool = False) -> Boxes:
     """Pairwise overlap ``(N, 4), (M, 4) -> (N, M)``: intersection over union, or over the smaller
     area (``mode="min"``). Torch tensors or numpy arrays (both of one kind), in their dtype."""
+    return _overlap(a.T[:, :, None], b.T[:, None, :], mode, plus_one)  # each coordinate an (N, M) plane
+
+
+def _overlap(a: Boxes, b: Boxes, mode: str, plus_one: bool) -> Boxes:
+    """The overlap of boxes given as coordinate stacks ``(4, ...)``, broadcast against each other."""
     if mode not in ("union", "min"):
         raise ValueError(f"mode must be 'union' or 'min', not {mode!r}")
     xp = np if isinstance(a, np.ndarray) else torch
     one = 1.0 if plus_one else 0.0
-    a, b = a.T[:, :, None], b.T[:, None, :]  # (4, N, 1), (4, 1, M): each coordinate an (N, M) plane
     w = _at_least(xp.minimum(a[2], b[2]) - xp.maximum(a[0], b[0]) + one, 0.0)
     h = _at_least(xp.minimum(a[3], b[3]) - xp.maximum(a[1], b[1]) + one, 0.0)
     inter = w * h
-    area_a = (a[2] - a[0] + one) * (a[3] - a[1] + one)  # (N, 1), as box_area
-    area_b = (b[2] - b[0] + one) * (b[3] - b[1] + one)  # (1, M)
+    area_a = (a[2] - a[0] + one) * (a[3] - a[1] + one)  # as box_area
+    area_b = (b[2] - b[0] + one) * (b[3] - b[1] + one)
     if mode == "min":
         denom = xp.minimum(area_a, area_b)
     else:
@@ -48,20 +52,15 @@ def _at_least(x: Boxes, low: float) -> Boxes:
     return np.maximum(x, low) if isinstance(x, np.ndarray) else x.clamp_min(low)
 
 
-def nms(
-    boxes: Boxes,
-    scores: Boxes,
-    threshold: float,
-    mode: str = "union",
-    plus_one: bool = False,
-    block: int = 2048,
-) -> Boxes:
+def nms(boxes: Boxes, scores: Boxes, threshold: float, mode: str = "union", plus_one: bool = False,
+        dense_up_to: int = 256) -> Boxes:
     """Greedy non-maximum suppression, exact.
 
-    A box is dropped when it overlaps a kept, higher-scoring box by more than ``threshold``. Boxes are
-    taken in blocks of ``block`` in score order (memory ``O(block^2)``): a block's boxes that a box kept
-    from earlier blocks suppresses go first, then one pass in score order over the block's overlap matrix
-    decides the rest. Runs in numpy on the CPU, in the boxes' dtype.
+    A box is dropped when it overlaps a kept, higher-scoring box by more than ``threshold``. Runs in numpy
+    on the CPU, in the boxes' dtype. Up to ``dense_up_to`` boxes, the overlaps of all pairs are computed;
+    beyond, only of the pairs whose x-ranges meet (found by sorting on x1: a pyramid level's thousand
+    boxes have tens of neighbours each, not a thousand). Then one pass in score order over the pairs
+    that overlap enough decides.
 
     Args:
         boxes: ``(N, 4)``; scores: ``(N,)``; torch tensors or numpy arrays.
@@ -73,33 +72,58 @@ def nms(
     b, s = (boxes, scores) if numpy_in else (boxes.detach().cpu().numpy(), scores.detach().cpu().numpy())
     threshold = np.asarray(threshold, dtype=b.dtype)  # compared in the boxes' precision, as torch does
     order = np.argsort(-s, kind="stable")  # ties keep their input order
-    sorted_boxes = b[order]
-    kept: list[np.ndarray] = []
-    kept_boxes = sorted_boxes[:0]
-    for start in range(0, len(order), block):
-        idx = np.arange(start, min(start + block, len(order)))
-        cand = sorted_boxes[idx]
-        if len(kept_boxes):
-            alive = ~(box_overlap(kept_boxes, cand, mode, plus_one) > threshold).any(0)
-            idx, cand = idx[alive], cand[alive]
-        keep = _greedy(box_overlap(cand, cand, mode, plus_one) > threshold)
-        kept.append(idx[keep])
-        kept_boxes = np.concatenate((kept_boxes, cand[keep]))
-    chosen = (order[np.concatenate(kept)] if kept else order[:0]).astype(np.int64)
+    ranked = b[order]
+    if len(ranked) <= dense_up_to or threshold < 0:
+        first, second = np.nonzero(np.triu(box_overlap(ranked, ranked, mode, plus_one) > threshold, 1))
+    else:
+        first, second = _overlapping_pairs(ranked, threshold, mode, plus_one)
+    chosen = order[_greedy(len(ranked), first, second)].astype(np.int64)
     return chosen if numpy_in else torch.from_numpy(chosen).to(boxes.device)
 
 
-def _greedy(suppress: np.ndarray) -> np.ndarray:
-    """``(n, n)`` bool "row box suppresses column box" of boxes in score order -> ``(n,)`` bool kept: each
-    box not suppressed by a kept box before it (a pass in score order, work only for the kept boxes)."""
-    n = len(suppress)
-    keep = np.zeros(n, dtype=bool)
-    removed = np.zeros(n, dtype=bool)
-    for i in range(n):
-        if not removed[i]:
-            keep[i] = True
-            removed[i + 1:] |= suppress[i, i + 1:]
-    return keep
+def _overlapping_pairs(ranked: np.ndarray, threshold: np.ndarray, mode: str, plus_one: bool,
+                       chunk: int = 1 << 22) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs ``i < j`` of ``ranked (N, 4)`` boxes that overlap by more than ``threshold`` (>= 0), from the
+    pairs whose x-ranges meet, ``chunk`` candidate pairs at a time. The overlaps are ``box_overlap``'s
+    float arithmetic, value for value."""
+    one = 1.0 if plus_one else 0.0
+    n = len(ranked)
+    by_x = np.argsort(ranked[:, 0], kind="stable")
+    x1 = ranked[by_x, 0]
+    # a box that starts after another's x2 (+1 inclusive) cannot overlap it: the later candidates in x order
+    reach = np.searchsorted(x1, ranked[by_x, 2] + np.asarray(one, ranked.dtype), side="right")
+    counts = np.maximum(reach - np.arange(1, n + 1), 0)
+    ends = np.cumsum(counts)
+    firsts, seconds = [], []
+    start = 0
+    while start < n:
+        stop = max(int(np.searchsorted(ends, ends[start] - counts[start] + chunk, side="right")), start + 1)
+        c = counts[start:stop]
+        p = np.repeat(np.arange(start, stop), c)
+        q = p + 1 + np.arange(len(p)) - np.repeat(np.cumsum(c) - c, c)
+        a, z = by_x[p], by_x[q]
+        i, j = np.minimum(a, z), np.maximum(a, z)
+        over = _overlap(ranked[i].T, ranked[j].T, mode, plus_one) > threshold
+        firsts.append(i[over])
+        seconds.append(j[over])
+        start = stop
+    return np.concatenate(firsts), np.concatenate(seconds)
+
+
+def _greedy(n: int, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Boxes ``0..n-1`` in score order and the pairs ``first[k] < second[k]`` where the first suppresses the
+    second -> the kept boxes' indices: each box not suppressed by a kept box before it."""
+    by_first = np.argsort(first, kind="stable")
+    targets = second[by_first].tolist()
+    starts = np.searchsorted(first[by_first], np.arange(n + 1)).tolist()
+    removed = bytearray(n)
+    keep = []
+    for k in range(n):
+        if not removed[k]:
+            keep.append(k)
+            for t in targets[starts[k]:starts[k + 1]]:
+                removed[t] = 1
+    return np.array(keep, dtype=np.int64)
 
 
 def apply_offsets(boxes: torch.Tensor, offsets: torch.Tensor, plus_one: bool = True) -> torch.Tensor:

@@ -46,9 +46,15 @@ def test_nms_equals_greedy_reference(mode, plus_one, threshold, seed):
     assert got.tolist() == expected
 
 
-def test_nms_blocks_give_the_same_answer():
+@pytest.mark.parametrize("mode,plus_one", [("union", False), ("min", True)])
+def test_nms_on_neighbours_only_gives_the_same_answer(mode, plus_one):
+    """Beyond ``dense_up_to`` boxes, NMS compares only boxes whose x-ranges meet: the same boxes kept."""
     boxes, scores = random_boxes(700, 5)
-    assert nms(boxes, scores, 0.5, block=64).tolist() == nms(boxes, scores, 0.5, block=4096).tolist()
+    boxes = boxes.float()
+    boxes[::7, 2] = boxes[::7, 0] + 1  # thin boxes whose right edge sits where others start
+    expected = greedy_nms(boxes.numpy(), scores.numpy(), 0.5, mode, plus_one)
+    assert nms(boxes, scores, 0.5, mode, plus_one, dense_up_to=1000).tolist() == expected
+    assert nms(boxes, scores, 0.5, mode, plus_one, dense_up_to=0).tolist() == expected
 
 
 def test_nms_empty():
