@@ -2,8 +2,8 @@
 
     python -m benchmarks.speed [--photos ../shared/data/photos] [--repeats 3] [--sizes 640x480 1280x960]
 
-Every photo is resized (letterbox-free stretch) to each size; both detectors run on the same RGB
-arrays in alternation, after a warm-up, with the same thread count. Prints seconds per image and the
+Every photo is resized (letterbox-free stretch) to each size; the detectors run on the same RGB arrays,
+taking turns pass by pass (median of ``--repeats`` passes), after a warm-up, with the same thread count. Prints seconds per image and the
 ratio ours / facenet's (< 1 means FacePose is faster), for FacePose with FPNet (pose on) and with the
 original O-Net (the same work as facenet's), and with the networks run by ONNX Runtime when it is installed.
 Needs ``pip install --no-deps facenet-pytorch==2.6.0``.
@@ -11,6 +11,7 @@ Needs ``pip install --no-deps facenet-pytorch==2.6.0``.
 from __future__ import annotations
 
 import argparse
+import statistics
 from pathlib import Path
 
 import numpy as np
@@ -57,15 +58,24 @@ def main(argv: list[str] | None = None) -> None:
         w, h = (int(v) for v in size.split("x"))
         arrays = [np.asarray(im.resize((w, h), Image.BILINEAR)) for im in originals]
         pils = [Image.fromarray(a) for a in arrays]
-        with torch.inference_mode():
-            t_ref = seconds_per_input(reference.detect, pils, args.repeats, warmup=3)
-        t_onet = seconds_per_input(ours["O-Net"].detect, arrays, args.repeats, warmup=3)
-        t_fp = seconds_per_input(ours["FPNet"].detect, arrays, args.repeats, warmup=3)
-        line = f"{size:>10} {t_ref:14.4f} {t_onet:11.4f} {t_fp:11.4f} {t_onet / t_ref:12.2f} {t_fp / t_ref:12.2f}"
+        runs = {"facenet": (reference.detect, pils)} | {name: (det.detect, arrays) for name, det in ours.items()}
+        t = alternated(runs, args.repeats)
+        line = (f"{size:>10} {t['facenet']:14.4f} {t['O-Net']:11.4f} {t['FPNet']:11.4f} {t['O-Net'] / t['facenet']:12.2f}"
+                f" {t['FPNet'] / t['facenet']:12.2f}")
         if ort:
-            t_ort = seconds_per_input(ours["FPNet, onnxruntime"].detect, arrays, args.repeats, warmup=3)
-            line += f" {t_ort:10.4f} {t_ort / t_ref:10.2f}"
+            line += f" {t['FPNet, onnxruntime']:10.4f} {t['FPNet, onnxruntime'] / t['facenet']:10.2f}"
         print(line)
+
+
+@torch.inference_mode()
+def alternated(runs: dict[str, tuple], repeats: int) -> dict[str, float]:
+    """Seconds per input of each ``name: (fn, inputs)``: the median of ``repeats`` passes, the detectors
+    taking turns pass by pass, so the machine's drift during the run hits them all alike."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for r in range(repeats):
+        for name, (fn, inputs) in runs.items():
+            times[name].append(seconds_per_input(fn, inputs, repeats=1, warmup=0 if r else 3))
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 if __name__ == "__main__":

@@ -73,7 +73,9 @@ def nms(boxes: Boxes, scores: Boxes, threshold: float, mode: str = "union", plus
     threshold = np.asarray(threshold, dtype=b.dtype)  # compared in the boxes' precision, as torch does
     order = np.argsort(-s, kind="stable")  # ties keep their input order
     ranked = b[order]
-    if len(ranked) <= dense_up_to or threshold < 0:
+    if len(ranked) < 2:
+        first = second = np.zeros(0, dtype=np.int64)
+    elif len(ranked) <= dense_up_to or threshold < 0:
         first, second = np.nonzero(np.triu(box_overlap(ranked, ranked, mode, plus_one) > threshold, 1))
     else:
         first, second = _overlapping_pairs(ranked, threshold, mode, plus_one)

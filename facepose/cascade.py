@@ -27,8 +27,11 @@ __all__ = ["Proposals", "Detections", "normalize", "propose", "propose_levels", 
 STRIDE, CELL = 2, 12  # P-Net sees a 12x12 window every 2 pixels
 
 
-def normalize(pixels: torch.Tensor) -> torch.Tensor:
-    """0-255 RGB -> MTCNN's input range, ``(x - 127.5) / 128``, as a new tensor (any shape)."""
+def normalize(pixels: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+    """0-255 RGB -> MTCNN's input range, ``(x - 127.5) / 128`` (any shape): a new tensor, or ``pixels``
+    itself overwritten (``inplace``, for float crops just cut)."""
+    if inplace:
+        return pixels.sub_(127.5).mul_(0.0078125)
     return (pixels - 127.5) * 0.0078125
 
 
@@ -105,7 +108,7 @@ def propose_levels(pnet: PNet, levels: list[tuple[float, torch.Tensor]], thresho
 def _crops(ii: torch.Tensor, boxes: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalised ``(M, 3, size, size)`` crops of the boxes that overlap the image, and which those are."""
     crops, valid = cut_crops(ii, boxes, size)
-    return normalize(crops), valid
+    return normalize(crops, inplace=True), valid
 
 
 def refine(rnet: RNet, ii: torch.Tensor, proposals: Proposals, threshold: float, nms_threshold: float = 0.7) -> Proposals:

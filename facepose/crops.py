@@ -80,17 +80,19 @@ def crop_resize(ii: torch.Tensor, windows: torch.Tensor, size: int) -> torch.Ten
     w = windows.cpu().numpy()
     r0, r1 = area_bins(w[:, 1], w[:, 3] - w[:, 1], size)
     c0, c1 = area_bins(w[:, 0], w[:, 2] - w[:, 0], size)
-    top, bottom = (r0 * width)[:, :, None], (r1 * width)[:, :, None]
-    left, right = c0[:, None, :], c1[:, None, :]
+    # the four corners of every bin, in one gather; 32-bit indices while the image allows (half the memory)
+    index = np.int32 if ii[0].numel() < 2**31 else np.int64
+    rows = np.stack((r1, r0, r1, r0)).astype(index) * index(width)
+    cols = np.stack((c1, c1, c0, c0)).astype(index)
+    corners = torch.from_numpy((rows[:, :, :, None] + cols[:, :, None, :]).reshape(-1)).to(ii.device)
     pixels = ii.permute(1, 2, 0).reshape(-1, ii.shape[0])  # (H + 1) * (W + 1) rows of 3 sums (a view)
-
-    def corner(index: np.ndarray) -> torch.Tensor:  # one gather of whole rows: twice as fast as pixels[index]
-        return pixels.index_select(0, torch.from_numpy(index.reshape(-1)).to(ii.device))
-
-    total = (corner(bottom + right) - corner(top + right) - corner(bottom + left) + corner(top + left))
+    a, b, c, d = pixels.index_select(0, corners).view(4, -1, ii.shape[0])  # index_select: 2x pixels[corners]
+    total = a.sub(b).sub_(c).add_(d)
     area = ((r1 - r0)[:, :, None] * (c1 - c0)[:, None, :]).reshape(-1, 1)
-    exact = torch.float32 if int(area.max()) * 255 < 2**24 else torch.float64
-    mean = (total.to(exact) / torch.from_numpy(area).to(ii.device, exact)).float()
+    if int(area.max()) * 255 < 2**24:
+        mean = total.float().div_(torch.from_numpy(area.astype(np.float32)).to(ii.device))
+    else:
+        mean = total.double().div_(torch.from_numpy(area).to(ii.device, torch.float64)).float()
     return mean.view(len(w), size, size, ii.shape[0]).permute(0, 3, 1, 2)
 
 
