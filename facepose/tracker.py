@@ -18,7 +18,7 @@ import torch
 
 from .boxes import apply_offsets, box_overlap, square
 from .cascade import decode_last_stage, mean_with_mirrored, normalize, run_cascade
-from .crops import cut_crops, integral_image
+from .crops import padded_crops
 from .detector import Face, FacePoseDetector
 from .image import ImageInput, load_image
 from .rotation import matrix_to_euler, sixd_to_matrix
@@ -117,30 +117,21 @@ class FacePoseTracker:
         last = torch.tensor(np.stack([t.box for t in self.tracks]), dtype=torch.float32, device=image.device)
         moved = np.stack([t.box + VELOCITY_DAMPING * t.velocity for t in self.tracks])
         guess = square(torch.tensor(moved, dtype=torch.float32, device=image.device))
-        # Only the region around the faces is integrated, padded with black where it leaves the frame (as the
-        # original MTCNN pads crops): a face at the border is cut whole, not stretched from its visible part,
-        # so its box does not drift frame to frame. The margin leaves room for R-Net's move.
-        margin = float((guess[:, 2] - guess[:, 0]).max()) * 0.5 + 2
-        x0, y0 = (int(np.floor(float(v) - margin)) for v in guess[:, :2].min(0).values)
-        x1, y1 = (int(np.ceil(float(v) + margin)) for v in guess[:, 2:].max(0).values)
-        h, w = image.shape[-2:]
-        region = torch.nn.functional.pad(image[0, :, max(y0, 0):min(y1, h), max(x0, 0):min(x1, w)],
-                                         (max(-x0, 0), max(x1 - w, 0), max(-y0, 0), max(y1 - h, 0)))
-        ii = integral_image(region)
-        shift = torch.tensor([x0, y0, x0, y0], dtype=torch.float32, device=image.device)
+        # Crops are cut with black padding where a box leaves the frame (as the original MTCNN pads crops): a
+        # face at the border is cut whole, not stretched from its visible part, so its box does not drift.
         # R-Net only moves the box here (a face was there a frame ago); FPNet's threshold decides
-        crops, valid = cut_crops(ii, guess - shift, 24)
+        crops, valid = padded_crops(image, guess, 24)
         index = torch.nonzero(valid).flatten()
         if not len(index):
             return {}
-        scores, offsets = nets.rnet(normalize(crops))
+        scores, offsets = nets.rnet(normalize(crops, inplace=True))
         ok = scores > FOLLOW_RNET_THRESHOLD
-        index, boxes = index[ok], square(apply_offsets((guess - shift)[index[ok]], offsets[ok]))
-        crops, valid = cut_crops(ii, boxes, 48)
+        index, boxes = index[ok], square(apply_offsets(guess[index[ok]], offsets[ok]))
+        crops, valid = padded_crops(image, boxes, 48)
         index, boxes = index[valid], boxes[valid]
         if not len(index):
             return {}
-        crops = normalize(crops)
+        crops = normalize(crops, inplace=True)
         flip = flip and nets.fpnet.has_rotation
         # the mirrored crops go in the same batch (a followed face almost always stays): on a few crops, one
         # call costs about what each of two separate calls does
@@ -148,7 +139,6 @@ class FacePoseTracker:
         n = len(crops)
         mirrored_sixd, out = out.sixd[n:], type(out)(*(t[:n] for t in out))
         scores, boxes, marks = decode_last_stage(out, boxes)
-        boxes, marks = boxes + shift, marks + shift[:2]
         stays = (scores > c.thresholds[2]) & (box_overlap(boxes, last[index]).diagonal() > MIN_STEP_IOU)  # else lost
         rotations = None
         if nets.fpnet.has_rotation and stays.any():

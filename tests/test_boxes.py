@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from facepose.boxes import box_overlap, nms, square
-from facepose.crops import crop_resize, crop_windows, integral_image
+from facepose.crops import crop_resize, crop_windows, cut_crops, integral_image, padded_crops
 
 
 def greedy_nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str, plus_one: bool) -> list[int]:
@@ -100,3 +100,18 @@ def test_crop_resize_is_the_correctly_rounded_bin_mean(size, side):
                 c0, c1 = x0 + j * (x1 - x0) // size, x0 + -(-(j + 1) * (x1 - x0) // size)
                 exact = image[:, r0:r1, c0:c1].double().sum((1, 2)) / ((r1 - r0) * (c1 - c0))
                 assert torch.equal(got[k, :, i, j], exact.float()), (k, i, j)
+
+
+def test_padded_crops_match_the_integral_image_inside_and_pad_black_outside():
+    """The tracker's crops: inside the image the same means as ``cut_crops`` (to float32 rounding); a box
+    that leaves the image is cut whole with black where it is outside, not stretched from what is visible."""
+    g = torch.Generator().manual_seed(3)
+    image = torch.randint(0, 256, (1, 3, 90, 120), generator=g, dtype=torch.uint8)
+    inside = torch.tensor([[10.4, 12.0, 70.9, 73.2], [50.0, 20.0, 100.0, 70.0]])
+    crops, valid = padded_crops(image, inside, 24)
+    expected, _ = cut_crops(integral_image(image[0]), inside, 24)
+    assert valid.all() and torch.allclose(crops, expected, atol=1e-4, rtol=0)
+    half_out = torch.tensor([[-39.0, 0.0, 41.0, 80.0]])  # window x from -40 to 41: the left half is outside
+    crop, _ = padded_crops(image, half_out, 48)
+    assert crop[0, :, :, :23].eq(0).all() and crop[0, :, :, 25:].gt(0).any()
+    assert padded_crops(image, torch.tensor([[5.0, 5.0, 5.5, 30.0]]), 24)[1].tolist() == [False]  # empty window
