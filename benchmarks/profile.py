@@ -57,7 +57,7 @@ def conv_throughput(repeats: int = 5) -> float:
 @torch.inference_mode()
 def profile_one(det: FacePoseDetector, pixels: np.ndarray, timing: dict[str, list[float]]) -> None:
     c, (pnet, rnet, fpnet) = det.config, det.nets
-    image = torch.from_numpy(pixels.copy()).permute(2, 0, 1)[None].float()
+    image = torch.from_numpy(pixels.copy()).permute(2, 0, 1)[None]  # uint8, as the detector hands it over
     clock = time.perf_counter
     found = []
     t0 = clock()
