@@ -29,7 +29,7 @@ from facepose.turns import turn_matrix, unturn_boxes
 from training.aflw2000 import load_aflw2000
 from training.paths import AFLW2000, PHOTOS
 
-from .timing import seconds_per_input
+from .timing import alternated
 
 
 def match(faces, truth_box: np.ndarray, k: int, height: int, width: int):
@@ -72,11 +72,7 @@ def cost(size: tuple[int, int], repeats: int) -> dict[str, float]:
     files = sorted(p for p in PHOTOS.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
     images = [np.asarray(Image.open(p).convert("RGB").resize(size, Image.BILINEAR)) for p in files]
     plain, anyrot = FacePoseDetector(), FacePoseDetector(any_rotation=True)
-    times = {"plain": [], "any_rotation": []}
-    for _ in range(repeats):  # alternate, so that machine load hits both alike
-        times["plain"].append(seconds_per_input(plain.detect, images, repeats=1))
-        times["any_rotation"].append(seconds_per_input(anyrot.detect, images, repeats=1))
-    return {k: statistics.median(v) for k, v in times.items()}
+    return alternated({"plain": (plain.detect, images), "any_rotation": (anyrot.detect, images)}, repeats)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,7 +11,6 @@ Needs ``pip install --no-deps facenet-pytorch==2.6.0``.
 from __future__ import annotations
 
 import argparse
-import statistics
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ from facepose.weights import WEIGHTS_DIR
 from training.paths import PHOTOS
 
 from .reference_mtcnn import facenet_mtcnn
-from .timing import seconds_per_input
+from .timing import alternated
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 
@@ -59,23 +58,13 @@ def main(argv: list[str] | None = None) -> None:
         arrays = [np.asarray(im.resize((w, h), Image.BILINEAR)) for im in originals]
         pils = [Image.fromarray(a) for a in arrays]
         runs = {"facenet": (reference.detect, pils)} | {name: (det.detect, arrays) for name, det in ours.items()}
-        t = alternated(runs, args.repeats)
+        with torch.inference_mode():
+            t = alternated(runs, args.repeats, warmup=3)
         line = (f"{size:>10} {t['facenet']:14.4f} {t['O-Net']:11.4f} {t['FPNet']:11.4f} {t['O-Net'] / t['facenet']:12.2f}"
                 f" {t['FPNet'] / t['facenet']:12.2f}")
         if ort:
             line += f" {t['FPNet, onnxruntime']:10.4f} {t['FPNet, onnxruntime'] / t['facenet']:10.2f}"
         print(line)
-
-
-@torch.inference_mode()
-def alternated(runs: dict[str, tuple], repeats: int) -> dict[str, float]:
-    """Seconds per input of each ``name: (fn, inputs)``: the median of ``repeats`` passes, the detectors
-    taking turns pass by pass, so the machine's drift during the run hits them all alike."""
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for r in range(repeats):
-        for name, (fn, inputs) in runs.items():
-            times[name].append(seconds_per_input(fn, inputs, repeats=1, warmup=0 if r else 3))
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from benchmarks.timing import seconds_per_input
+from benchmarks.timing import alternated
 from facepose import FacePoseDetector
 from facepose.boxes import box_overlap, square
 from facepose.cascade import finish_crops, normalize, propose_and_refine
@@ -170,11 +169,8 @@ def speed(weights: Path, photos: Path, repeats: int = 5) -> dict:
     files = sorted(p for p in photos.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     arrays = [load_image(p) for p in files]
     detectors = {"fpnet": FacePoseDetector(weights=weights), "onet": FacePoseDetector(weights=WEIGHTS_DIR / "onet.safetensors")}
-    runs: dict[str, list[float]] = {name: [] for name in detectors}
-    for r in range(repeats):
-        for name, det in detectors.items():
-            runs[name].append(seconds_per_input(det.detect, arrays, repeats=1, warmup=0 if r else 1))
-    out = {f"{name}_s_per_image": statistics.median(times) for name, times in runs.items()}
+    times = alternated({name: (det.detect, arrays) for name, det in detectors.items()}, repeats)
+    out = {f"{name}_s_per_image": t for name, t in times.items()}
     out["pose_overhead"] = out["fpnet_s_per_image"] / out["onet_s_per_image"] - 1
     return out
 
