@@ -24,7 +24,7 @@ import numpy as np
 from gradio.data_classes import ImageData
 from PIL import Image
 
-from facepose import FacePoseDetector, ImageError, load_image
+from facepose import DetectorConfig, FacePoseDetector, ImageError, load_image
 from facepose.draw import draw_faces
 from facepose.plot3d import rotation_figure
 from facepose.timeline import pose_timeline
@@ -141,8 +141,7 @@ class Demo:
 
     def detector(self, min_face_size: float, threshold: float, any_rotation: bool = False) -> FacePoseDetector:
         """A detector with this request's settings, sharing the networks."""
-        t = self.base.config.thresholds
-        return self.base.replace(min_face_size=float(min_face_size), thresholds=(t[0], t[1], float(threshold)),
+        return self.base.replace(min_face_size=float(min_face_size), fpnet_threshold=float(threshold),
                                  any_rotation=bool(any_rotation))
 
     def run(self, image, min_face_size: float, threshold: float, landmarks: bool, any_rotation: bool = False):
@@ -213,6 +212,9 @@ class Demo:
         return str(out), str(jsonl_path(out)), pose_timeline(jsonl_path(out)), status
 
 
+DEFAULTS = DetectorConfig()  # the sliders start at the detector's defaults
+
+
 def build_demo(weights: str | None = None, backend: str = "torch") -> gr.Blocks:
     demo_state = Demo(weights, backend)
     with gr.Blocks(title="FacePose", delete_cache=CACHE_CLEANING) as demo:
@@ -223,8 +225,8 @@ def build_demo(weights: str | None = None, backend: str = "torch") -> gr.Blocks:
             "Axes drawn on each face: x red, y green, z blue (out of the face)."
         )
         with gr.Row():
-            min_face = gr.Slider(12, 200, value=20, step=1, label="Minimum face size (px)")
-            threshold = gr.Slider(0.5, 0.99, value=0.7, step=0.01, label="Face threshold (last stage)")
+            min_face = gr.Slider(12, 200, value=DEFAULTS.min_face_size, step=1, label="Minimum face size (px)")
+            threshold = gr.Slider(0.5, 0.99, value=DEFAULTS.fpnet_threshold, step=0.01, label="Face threshold (last stage)")
             landmarks = gr.Checkbox(value=True, label="Show landmarks")
             any_rotation = gr.Checkbox(value=False, label="Any rotation (sideways, upside down; photos, ~2x slower)",
                                        elem_id="any_rotation")

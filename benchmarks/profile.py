@@ -2,11 +2,10 @@
 
     python -m benchmarks.profile [--size 640x480] [--repeats 5] [--backend torch|onnxruntime]
 
-Runs the cascade's pieces one by one on the photos of ``../shared/data/photos`` resized to SIZE, exactly as
-``cascade.run_cascade`` chains them, and prints the median milliseconds per photo of each: pyramid
-resampling, P-Net, P-Net's box decoding and NMS, the integral image, R-Net's crops, R-Net, FPNet's crops,
-FPNet with its NMS, and the flip pass. Then it counts the P-Net multiply-adds of the pyramid and compares
-P-Net's speed with a large 3x3 convolution's (the machine's practical throughput).
+Runs ``cascade.run_cascade`` on the photos of ``../shared/data/photos`` resized to SIZE and prints the median
+milliseconds per photo of each step it times (integral image and pyramid, P-Net, R-Net, FPNet) and of the flip
+pass. Then it counts the P-Net multiply-adds of the pyramid and compares the P-Net step's speed with a large
+3x3 convolution's (the machine's practical throughput).
 """
 from __future__ import annotations
 
@@ -20,9 +19,8 @@ import torch
 from PIL import Image
 
 from facepose import FacePoseDetector, load_image
-from facepose.cascade import decode_level, finish, merge_levels, normalize, refine
-from facepose.crops import cut_crops, integral_image
-from facepose.pyramid import pyramid_level, pyramid_scales
+from facepose.cascade import run_cascade
+from facepose.pyramid import pyramid_scales
 from training.paths import PHOTOS
 
 
@@ -54,43 +52,19 @@ def conv_throughput(repeats: int = 5) -> float:
     return flops / statistics.median(times)
 
 
+STEPS = {"pyramid": "integral image + pyramid", "pnet": "P-Net (net, decoding, NMS)", "rnet": "R-Net (crops, net, NMS)",
+         "fpnet": "FPNet (crops, net, NMS, pose)"}
+
+
 @torch.inference_mode()
 def profile_one(det: FacePoseDetector, pixels: np.ndarray, timing: dict[str, list[float]]) -> None:
-    c, (pnet, rnet, fpnet) = det.config, det.nets
-    image = torch.from_numpy(pixels.copy()).permute(2, 0, 1)[None]  # uint8, as the detector hands it over
-    clock = time.perf_counter
-    found = []
-    t0 = clock()
-    ii = integral_image(image[0])
-    t_ii = clock() - t0
-    t_level = t_pnet = t_post = 0.0
-    for scale in pyramid_scales(image.shape[-2], image.shape[-1], c.min_face_size, c.factor):
-        t0 = clock()
-        level = normalize(pyramid_level(ii, scale))
-        t1 = clock()
-        prob, reg = pnet(level)
-        t2 = clock()
-        found.append(decode_level(prob, reg, scale, c.thresholds[0], c.nms_thresholds[0]))
-        t3 = clock()
-        t_level, t_pnet, t_post = t_level + t1 - t0, t_pnet + t2 - t1, t_post + t3 - t2
-    t0 = clock()
-    proposals = merge_levels(found, c.nms_thresholds[1])
-    t1 = t2 = clock()
-    crops, _ = cut_crops(ii, proposals.boxes, 24)
-    t3 = clock()
-    refined = refine(rnet, ii, proposals, c.thresholds[1], c.nms_thresholds[2])
-    t4 = clock()
-    cut_crops(ii, refined.boxes, 48)
-    t5 = clock()
-    finish(fpnet, ii, refined, c.thresholds[2], c.nms_thresholds[3], flip_pose=False)
-    t6 = clock()
-    finish(fpnet, ii, refined, c.thresholds[2], c.nms_thresholds[3], flip_pose=True)
-    t7 = clock()
-    parts = {"pyramid resampling": t_level, "P-Net": t_pnet, "P-Net decoding + NMS per level": t_post + (t1 - t0),
-             "integral image (before the pyramid)": t_ii, "R-Net crops": t3 - t2, "R-Net (crops, net, NMS)": t4 - t3,
-             "FPNet crops": t5 - t4, "FPNet (crops, net, NMS)": t6 - t5, "flip pass": (t7 - t6) - (t6 - t5)}
-    for k, v in parts.items():
-        timing[k].append(v)
+    """The cascade's own per-step times (``CascadeRun.seconds``) on one photo, without and with the flip pass."""
+    image = det.prepare(pixels)
+    plain = run_cascade(det.nets, image, det.config, flip_pose=False).seconds
+    flipped = run_cascade(det.nets, image, det.config, flip_pose=True).seconds
+    for step, name in STEPS.items():
+        timing[name].append(plain.get(step, 0.0))
+    timing["flip pass"].append(flipped.get("fpnet", 0.0) - plain.get("fpnet", 0.0))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -127,8 +101,9 @@ def main(argv: list[str] | None = None) -> None:
     scales = pyramid_scales(h, w, det.config.min_face_size, det.config.factor)
     flops = pnet_flops(h, w, scales)
     peak = conv_throughput()
-    achieved = flops / medians["P-Net"]
-    print(f"P-Net over {len(scales)} pyramid levels: {flops / 1e9:.3f} GFLOP per photo, run at {achieved / 1e9:.1f} GFLOP/s; "
+    achieved = flops / medians[STEPS["pnet"]]
+    print(f"P-Net (with its decoding and NMS) over {len(scales)} pyramid levels: {flops / 1e9:.3f} GFLOP per photo, "
+          f"run at {achieved / 1e9:.1f} GFLOP/s; "
           f"a 64-to-64 3x3 convolution runs at {peak / 1e9:.1f} GFLOP/s here, so P-Net reaches {100 * achieved / peak:.0f}% "
           f"of it (a floor of {1000 * flops / peak:.2f} ms for P-Net at that speed)")
 

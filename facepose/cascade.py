@@ -1,4 +1,5 @@
-"""The three stages of the cascade, each a function of an image and the boxes it is given.
+"""The cascade: its three stages, each a function of an image and the boxes it is given, and the one
+runner that chains them (``run_cascade``) or follows known faces through R-Net and FPNet (``follow``).
 
 Every stage works on one image held as a ``(1, 3, H, W)`` tensor of 0-255 RGB values (uint8 or float; its
 integral image is what the stages read, ``crops.integral_image``) and on
@@ -7,24 +8,28 @@ thresholds), with every crop of a stage resized in one batched gather instead of
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from .boxes import apply_offsets, nms, square
 from .config import DetectorConfig
-from .crops import cut_crops, integral_image
+from .crops import cut_crops, integral_image, padded_crops
 from .nets import CascadeNets, ONet, PNet, RNet, face_probability, select_rows
 from .pyramid import pyramid_level, pyramid_scales
 from .rotation import matrix_to_sixd, mirror_matrix, sixd_to_matrix
 
-__all__ = ["Proposals", "Detections", "normalize", "propose", "propose_levels", "decode_level", "merge_levels",
-           "refine", "finish", "finish_crops",
-           "decode_last_stage", "flip_averaged", "mean_with_mirrored", "propose_and_refine",
-           "run_cascade"]
+__all__ = ["STAGES", "Proposals", "Detections", "CascadeRun", "normalize", "pyramid_levels", "propose",
+           "propose_levels", "decode_level", "merge_levels", "refine", "last_stage_input", "finish", "finish_crops",
+           "decode_last_stage", "flip_averaged", "mean_with_mirrored", "run_cascade", "follow"]
 
 STRIDE, CELL = 2, 12  # P-Net sees a 12x12 window every 2 pixels
+STAGES = ("pnet", "rnet", "fpnet")  # the order they run in; ``run_cascade(until=...)`` stops after any
+# R-Net only moves a followed box (a face was there a frame ago); FPNet's threshold decides whether it stays
+FOLLOW_RNET_THRESHOLD = 0.3
 
 
 def normalize(pixels: torch.Tensor, inplace: bool = False) -> torch.Tensor:
@@ -54,6 +59,40 @@ class Detections:
     scores: torch.Tensor  # (N,)
     landmarks: torch.Tensor  # (N, 5, 2) eyes, nose, mouth corners (x, y)
     rotations: torch.Tensor  # (N, 3, 3), or (N, 0, 0) when the network has no rotation head
+
+    @staticmethod
+    def empty(like: torch.Tensor, has_rotation: bool) -> Detections:
+        """No face, with ``like``'s dtype and device."""
+        z, r = like.new_zeros(0), 3 if has_rotation else 0
+        return Detections(z.reshape(0, 4), z, z.reshape(0, 5, 2), z.reshape(0, r, r))
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    def __getitem__(self, index) -> Detections:
+        """The faces at ``index`` (a slice, indices or a boolean mask)."""
+        return Detections(self.boxes[index], self.scores[index], self.landmarks[index], self.rotations[index])
+
+
+@dataclass
+class CascadeRun:
+    """What ``run_cascade`` made of one image, stage by stage; a stage that did not run is ``None``.
+
+    ``ii`` is the image's ``(3, H + 1, W + 1)`` integral image that the stages cut their crops from (``None``
+    when P-Net proposed nothing on levels handed in); ``seconds`` the time of each step that ran
+    (``pyramid``, ``pnet``, ``rnet``, ``fpnet``).
+    """
+
+    ii: torch.Tensor | None
+    proposals: Proposals | None = None  # P-Net's, squared
+    refined: Proposals | None = None  # R-Net's, squared: the last stage's input windows
+    detections: Detections | None = None  # FPNet's (or O-Net's): the faces
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def last_stage_input(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """R-Net's boxes that overlap the image ``(N, 4)`` and their normalised ``(N, 3, 48, 48)`` crops: what the
+        last stage reads (evaluation and the data set builder hand the same crops to other last stages)."""
+        return last_stage_input(self.ii, self.refined)
 
 
 def decode_level(prob: torch.Tensor, reg: torch.Tensor, scale: float, threshold: float,
@@ -86,23 +125,24 @@ def merge_levels(found: list[tuple[np.ndarray, np.ndarray]], nms_threshold: floa
     return Proposals(square(apply_offsets(boxes[:, :4], boxes[:, 4:], plus_one=False)), scores)
 
 
-def propose(
-    pnet: PNet, ii: torch.Tensor, min_face_size: float, factor: float, threshold: float,
-    nms_level: float = 0.5, nms_all: float = 0.7,
-) -> Proposals:
+def pyramid_levels(ii: torch.Tensor, config: DetectorConfig) -> list[tuple[float, torch.Tensor]]:
+    """The image pyramid P-Net scans: ``(scale, (1, 3, h, w) level)`` pairs, largest first, area-resampled
+    from the integral image ``ii`` (``(3, H + 1, W + 1)``) for ``config``'s minimum face size and factor."""
+    height, width = ii.shape[-2] - 1, ii.shape[-1] - 1
+    return [(s, pyramid_level(ii, s)) for s in pyramid_scales(height, width, config.min_face_size, config.factor)]
+
+
+def propose(pnet: PNet, ii: torch.Tensor, config: DetectorConfig) -> Proposals:
     """Stage 1 on the image of integral image ``ii`` (``(3, H + 1, W + 1)``, ``crops.integral_image``): P-Net
     on the image pyramid, NMS per level and over all levels, box regression, squared."""
-    height, width = ii.shape[-2] - 1, ii.shape[-1] - 1
-    levels = [(scale, pyramid_level(ii, scale)) for scale in pyramid_scales(height, width, min_face_size, factor)]
-    return propose_levels(pnet, levels, threshold, nms_level, nms_all)
+    return propose_levels(pnet, pyramid_levels(ii, config), config)
 
 
-def propose_levels(pnet: PNet, levels: list[tuple[float, torch.Tensor]], threshold: float, nms_level: float = 0.5,
-                   nms_all: float = 0.7) -> Proposals:
+def propose_levels(pnet: PNet, levels: list[tuple[float, torch.Tensor]], config: DetectorConfig) -> Proposals:
     """Stage 1 on pyramid levels already resampled: ``(scale, (1, 3, h, w) level)`` pairs, largest first
-    (``propose`` makes them; ``turns`` scans the same levels turned)."""
-    found = [decode_level(*pnet(normalize(level)), scale, threshold, nms_level) for scale, level in levels]
-    return merge_levels(found, nms_all, levels[0][1].device if levels else "cpu")
+    (``pyramid_levels`` makes them; ``turns`` scans the same levels turned)."""
+    found = [decode_level(*pnet(normalize(level)), scale, config.pnet_threshold, config.pnet_nms) for scale, level in levels]
+    return merge_levels(found, config.pnet_merge_nms, levels[0][1].device if levels else "cpu")
 
 
 def _crops(ii: torch.Tensor, boxes: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,46 +151,50 @@ def _crops(ii: torch.Tensor, boxes: torch.Tensor, size: int) -> tuple[torch.Tens
     return normalize(crops, inplace=True), valid
 
 
-def refine(rnet: RNet, ii: torch.Tensor, proposals: Proposals, threshold: float, nms_threshold: float = 0.7) -> Proposals:
-    """Stage 2: R-Net on 24x24 crops; keep scores above ``threshold``, NMS, box regression, squared."""
+def refine(rnet: RNet, ii: torch.Tensor, proposals: Proposals, config: DetectorConfig) -> Proposals:
+    """Stage 2: R-Net on 24x24 crops; keep scores above ``config.rnet_threshold``, NMS, box regression, squared."""
     if len(proposals) == 0:
         return proposals
     crops, valid = _crops(ii, proposals.boxes, 24)
     boxes = proposals.boxes[valid]
     scores, offsets = rnet(crops)
-    passed = scores > threshold
+    passed = scores > config.rnet_threshold
     boxes, scores, offsets = boxes[passed], scores[passed], offsets[passed]
-    keep = nms(boxes, scores, nms_threshold)
+    keep = nms(boxes, scores, config.rnet_nms)
     return Proposals(square(apply_offsets(boxes[keep], offsets[keep])), scores[keep])
 
 
-def finish(fpnet: ONet, ii: torch.Tensor, proposals: Proposals, threshold: float, nms_threshold: float = 0.7,
+def last_stage_input(ii: torch.Tensor | None, proposals: Proposals) -> tuple[torch.Tensor, torch.Tensor]:
+    """The proposals' boxes that overlap the image ``(N, 4)`` and their normalised ``(N, 3, 48, 48)`` crops."""
+    if len(proposals) == 0:
+        return proposals.boxes, proposals.boxes.new_zeros(0, 3, 48, 48)
+    crops, valid = _crops(ii, proposals.boxes, 48)
+    return proposals.boxes[valid], crops
+
+
+def finish(fpnet: ONet, ii: torch.Tensor | None, proposals: Proposals, config: DetectorConfig,
            flip_pose: bool = False) -> Detections:
     """Stage 3: FPNet (or O-Net) on 48x48 crops: face score, box regression, landmarks, rotation;
     then NMS by overlap over the smaller box (see ``finish_crops``)."""
-    if len(proposals) == 0:
-        return finish_crops(fpnet, proposals.boxes, ii.new_zeros(0, 3, 48, 48).float(), threshold, nms_threshold)
-    crops, valid = _crops(ii, proposals.boxes, 48)
-    return finish_crops(fpnet, proposals.boxes[valid], crops, threshold, nms_threshold, flip_pose)
+    return finish_crops(fpnet, *last_stage_input(ii, proposals), config, flip_pose)
 
 
-def finish_crops(fpnet: ONet, boxes: torch.Tensor, crops: torch.Tensor, threshold: float,
-                 nms_threshold: float = 0.7, flip_pose: bool = False) -> Detections:
-    """Stage 3 on crops already cut: ``boxes (N, 4)`` and their normalised ``(N, 3, 48, 48)`` crops.
-    ``finish`` cuts them; evaluation reuses one set of crops for several last stages.
+def finish_crops(fpnet: ONet, boxes: torch.Tensor, crops: torch.Tensor, config: DetectorConfig,
+                 flip_pose: bool = False) -> Detections:
+    """Stage 3 on crops already cut: ``boxes (N, 4)`` and their normalised ``(N, 3, 48, 48)`` crops. Keeps the
+    faces scoring above ``config.fpnet_threshold`` that survive NMS by overlap over the smaller box
+    (``config.fpnet_nms``).
 
     ``flip_pose``: the rotation of each kept face is averaged with the mirrored rotation FPNet finds
     in the mirrored crop (one more FPNet pass over the kept faces only)."""
-    n_rot = 3 if fpnet.has_rotation else 0
     if len(boxes) == 0:
-        z = crops.new_zeros(0)
-        return Detections(z.reshape(0, 4), z, z.reshape(0, 5, 2), z.reshape(0, n_rot, n_rot))
+        return Detections.empty(crops, fpnet.has_rotation)
     features = fpnet.features(crops)
     scores, boxes, marks = decode_last_stage(fpnet.detection(features), boxes)
-    passed = scores > threshold
+    passed = scores > config.fpnet_threshold
     boxes, scores, marks = boxes[passed], scores[passed], marks[passed]
-    keep = nms(boxes, scores, nms_threshold, mode="min", plus_one=True)
-    if not n_rot:
+    keep = nms(boxes, scores, config.fpnet_nms, mode="min", plus_one=True)
+    if not fpnet.has_rotation:
         return Detections(boxes[keep], scores[keep], marks[keep], scores.new_zeros(len(keep), 0, 0))
     faces = torch.nonzero(passed).flatten()[keep]  # the pose is worked out for these crops only
     sixd = fpnet.rotation_6d(select_rows(features, faces))
@@ -180,22 +224,89 @@ def mean_with_mirrored(sixd: torch.Tensor, sixd_of_mirrored: torch.Tensor) -> to
     return sixd_to_matrix(matrix_to_sixd(sixd_to_matrix(sixd) + mirrored))  # Gram-Schmidt of the summed columns: the mean
 
 
-def propose_and_refine(
-    pnet: PNet, rnet: RNet, image: torch.Tensor, config: DetectorConfig,
-) -> tuple[torch.Tensor, Proposals]:
-    """Stages 1 and 2 on one ``(1, 3, H, W)`` 0-255 image with ``config``'s minimum face size, pyramid
-    factor and the first two thresholds and NMS thresholds: the image's integral image and R-Net's
-    proposals, what the last stage crops from."""
-    t, n = config.thresholds, config.nms_thresholds
-    ii = integral_image(image[0])
-    proposals = propose(pnet, ii, config.min_face_size, config.factor, t[0], n[0], n[1])
-    return ii, refine(rnet, ii, proposals, t[1], n[2])
+@contextmanager
+def _timed(seconds: dict[str, float], step: str):
+    start = time.perf_counter()
+    yield
+    seconds[step] = seconds.get(step, 0.0) + time.perf_counter() - start
 
 
-def run_cascade(nets: CascadeNets, image: torch.Tensor, config: DetectorConfig,
-                flip_pose: bool | None = None) -> Detections:
-    """All three stages on one ``(1, 3, H, W)`` 0-255 image; ``flip_pose`` (default: the config's) turns
-    flip averaging of the rotation on or off."""
-    ii, proposals = propose_and_refine(nets.pnet, nets.rnet, image, config)
+def run_cascade(nets: CascadeNets, image: torch.Tensor, config: DetectorConfig, *, until: str = "fpnet",
+                flip_pose: bool | None = None, levels: list[tuple[float, torch.Tensor]] | None = None,
+                ii: torch.Tensor | None = None) -> CascadeRun:
+    """The cascade on one ``(1, 3, H, W)`` 0-255 image (uint8 or float), stage after stage, with ``config``'s
+    settings; every caller (detector, turns, tracker, evaluation, data set builder, profiler) runs it here.
+
+    Args:
+        until: the last stage to run, one of ``STAGES`` (``"rnet"``: the last stage's input, not its faces).
+        flip_pose: flip-average the rotation (default: ``config.flip_pose``).
+        levels: P-Net's pyramid levels already resampled (``pyramid_levels``), scanned instead of the image's
+            own (``turns`` scans the upright image's levels turned); the integral image is then made only if
+            P-Net proposes something.
+        ii: the image's integral image (``crops.integral_image``), when the caller has made it already.
+
+    Returns:
+        ``CascadeRun``: each stage's output and the seconds each step took.
+    """
+    if until not in STAGES:
+        raise ValueError(f"until must be one of {STAGES}, got {until!r}")
+    seconds: dict[str, float] = {}
+    if levels is None:
+        with _timed(seconds, "pyramid"):
+            ii = integral_image(image[0]) if ii is None else ii
+            levels = pyramid_levels(ii, config)
+    with _timed(seconds, "pnet"):
+        proposals = propose_levels(nets.pnet, levels, config)
+        if ii is None and len(proposals):
+            ii = integral_image(image[0])
+    run = CascadeRun(ii, proposals, seconds=seconds)
+    if until == "pnet":
+        return run
+    with _timed(seconds, "rnet"):
+        run.refined = refine(nets.rnet, ii, proposals, config)
+    if until == "rnet":
+        return run
     flip = config.flip_pose if flip_pose is None else flip_pose
-    return finish(nets.fpnet, ii, proposals, config.thresholds[2], config.nms_thresholds[3], flip)
+    with _timed(seconds, "fpnet"):
+        run.detections = finish(nets.fpnet, ii, run.refined, config, flip)
+    return run
+
+
+def follow(nets: CascadeNets, image: torch.Tensor, boxes: torch.Tensor, config: DetectorConfig,
+           flip_pose: bool | None = None) -> tuple[torch.Tensor, Detections]:
+    """Stages 2 and 3 on known faces, without P-Net and without NMS between them (a tracker's frame).
+
+    Each of ``boxes (N, 4)`` (square windows where the faces are expected in the ``(1, 3, H, W)`` image) is
+    moved by R-Net (threshold ``FOLLOW_RNET_THRESHOLD``: a face was there a frame ago) and checked by FPNet
+    (``config.fpnet_threshold``). Crops are cut with black padding where a box leaves the image (as the
+    original MTCNN pads them): a face at the border is cut whole, not stretched from its visible part, so
+    its box does not drift. The mirrored crops go through FPNet in the same batch as the crops.
+
+    Returns:
+        the indices ``(K,)`` of the boxes whose face is still there, and their ``Detections``.
+    """
+    flip = (config.flip_pose if flip_pose is None else flip_pose) and nets.fpnet.has_rotation
+    crops, valid = padded_crops(image, boxes, 24)
+    index = torch.nonzero(valid).flatten()
+    if len(index):
+        scores, offsets = nets.rnet(normalize(crops, inplace=True))
+        ok = scores > FOLLOW_RNET_THRESHOLD
+        index, moved = index[ok], square(apply_offsets(boxes[index[ok]], offsets[ok]))
+        crops, valid = padded_crops(image, moved, 48)
+        index, moved = index[valid], moved[valid]
+    if not len(index):
+        return index, Detections.empty(boxes.float(), nets.fpnet.has_rotation)
+    crops = normalize(crops, inplace=True)
+    # on a few crops, one call with the mirrored ones costs about what each of two separate calls does
+    out = nets.fpnet(torch.cat((crops, crops.flip(-1))) if flip else crops)
+    n = len(crops)
+    mirrored_sixd, out = out.sixd[n:], type(out)(*(t[:n] for t in out))
+    scores, moved, marks = decode_last_stage(out, moved)
+    stays = scores > config.fpnet_threshold
+    if not nets.fpnet.has_rotation:
+        rotations = scores.new_zeros(int(stays.sum()), 0, 0)
+    elif flip:
+        rotations = mean_with_mirrored(out.sixd[stays], mirrored_sixd[stays])
+    else:
+        rotations = sixd_to_matrix(out.sixd[stays])
+    return index[stays], Detections(moved[stays], scores[stays], marks[stays], rotations)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -10,11 +11,11 @@ from tqdm import tqdm
 
 from . import __version__
 from .batch import JSONL_NAME, RUN_NAME, Job, ResultLog, plan, read_results, run_local
-from .config import DetectorConfig
+from .config import FIELD_HELP, DetectorConfig
 from .hub import write_config
 from .weights import WeightsError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "add_detector_options", "config_from_args"]
 
 
 def _fail(message: str) -> int:
@@ -33,8 +34,7 @@ def run_detect(args: argparse.Namespace) -> int:
     if args.workers < 1:
         return _fail(f"--workers must be at least 1, got {args.workers}")
     try:
-        config = DetectorConfig(min_face_size=args.min_face_size, thresholds=(0.6, 0.7, args.threshold),
-                                flip_pose=not args.no_flip_pose, any_rotation=args.any_rotation)
+        config = config_from_args(args)
         job = Job(src, dest, str(args.weights) if args.weights else None, args.device, config, args.recursive,
                   not args.no_images, args.backend)
         detector = job.detector()  # a bad weights file or device fails here, before any work
@@ -72,6 +72,33 @@ def run_detect(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_detector_options(parser: argparse.ArgumentParser) -> None:
+    """The options that make a detector, shared by ``detect`` and ``video``: weights, device, backend, and
+    one option per ``DetectorConfig`` setting, with its default and help from ``config.py``."""
+    g = parser.add_argument_group("detector")
+    g.add_argument("--weights", type=Path, default=None, help="FPNet weights (.safetensors); default: packaged")
+    g.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    g.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
+                   help="what runs the networks (default: torch); onnxruntime needs pip install 'facepose[onnx]'")
+    defaults = DetectorConfig()
+    for f in dataclasses.fields(DetectorConfig):
+        value, flag = getattr(defaults, f.name), "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            on = not value
+            g.add_argument(flag if on else f"--no-{flag[2:]}", dest=f.name, action="store_true" if on else "store_false",
+                           help=FIELD_HELP[f.name] + ("" if on else " (on by default)"))
+            continue
+        flags = (flag, "--threshold") if f.name == "fpnet_threshold" else (flag,)
+        kind = int if f.name == "max_pixels" else float
+        g.add_argument(*flags, dest=f.name, type=kind, default=value, metavar=kind.__name__.upper(),
+                       help=FIELD_HELP[f.name] + " (default: %(default)s)")
+
+
+def config_from_args(args: argparse.Namespace) -> DetectorConfig:
+    """The ``DetectorConfig`` of the options ``add_detector_options`` added."""
+    return DetectorConfig(**{name: getattr(args, name) for name in DetectorConfig.names()})
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="facepose", description="Find faces and their 3D head pose (MTCNN cascade with FPNet)."
@@ -98,17 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--format", choices=["jsonl", "parquet"], default="jsonl",
                    help=f"parquet: also write detections.parquet (needs pyarrow) beside {JSONL_NAME}")
     d.add_argument("--no-images", action="store_true", help=f"write {JSONL_NAME} only, no annotated copies")
-    d.add_argument("--weights", type=Path, default=None, help="FPNet weights (.safetensors); default: packaged")
-    d.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    d.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
-                   help="what runs the networks (default: torch); onnxruntime needs pip install 'facepose[onnx]'")
-    d.add_argument("--min-face-size", type=float, default=20, help="smallest face in pixels (default: 20)")
-    d.add_argument("--threshold", type=float, default=0.7, help="last-stage face probability threshold (default: 0.7)")
-    d.add_argument("--no-flip-pose", action="store_true",
-                   help="pose from the crop alone, without averaging in its mirror image (slightly faster, less accurate)")
-    d.add_argument("--any-rotation", action="store_true",
-                   help="also find faces turned in the image plane (sideways, upside down), each with its full "
-                        "rotation (roll -180..180); turned faces from twice --min-face-size; about 2.1x the time")
+    add_detector_options(d)
     d.add_argument("--overwrite", action="store_true", help="start again, replacing results already in DEST")
     d.set_defaults(func=run_detect)
     v = sub.add_parser("video", help="track faces through a video file",
@@ -120,9 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("output", metavar="OUT", help="the annotated video to write (.mp4, .mkv, ...)")
     v.add_argument("--every", type=int, default=10, help="full detection every N frames (default: 10)")
     v.add_argument("--no-smooth", action="store_true", help="no smoothing of boxes, landmarks and pose")
-    v.add_argument("--weights", type=Path, default=None, help="FPNet weights (.safetensors); default: packaged")
-    v.add_argument("--min-face-size", type=float, default=20, help="smallest face in pixels (default: 20)")
-    v.add_argument("--threshold", type=float, default=0.7, help="last-stage face probability threshold (default: 0.7)")
+    add_detector_options(v)
     v.add_argument("--overwrite", action="store_true", help="replace OUT and its .jsonl if they exist")
     v.set_defaults(func=run_video)
     e = sub.add_parser("export", help="export the networks for other runtimes",
@@ -151,12 +166,12 @@ def run_video(args: argparse.Namespace) -> int:
     if not dest.parent.is_dir():
         return _fail(f"the folder of OUT, {dest.parent}, does not exist")
     try:
-        config = DetectorConfig(min_face_size=args.min_face_size, thresholds=(0.6, 0.7, args.threshold))
-        tracker = FacePoseTracker(FacePoseDetector(weights=args.weights, config=config), every=args.every,
-                                  smooth=not args.no_smooth)
+        detector = FacePoseDetector(weights=args.weights, device=args.device, backend=args.backend,
+                                    config=config_from_args(args))
+        tracker = FacePoseTracker(detector, every=args.every, smooth=not args.no_smooth)
         with tqdm(desc="tracking", unit="frame") as bar:
             summary = annotate_video(src, dest, tracker, progress=lambda n: bar.update(1))
-    except (VideoError, WeightsError, ValueError, ImportError) as e:
+    except (VideoError, WeightsError, ValueError, RuntimeError, ImportError) as e:
         return _fail(str(e))
     print(f"{summary.frames} frames ({summary.seconds:.1f} s at {summary.fps:.2f} frames/s), {summary.tracks} tracks"
           f"{', audio kept' if summary.audio else ''}: {dest} and {jsonl_path(dest)}")

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from . import hub
-from .cascade import run_cascade
+from .cascade import Detections, follow, run_cascade
 from .config import DetectorConfig
 from .image import ImageInput, load_image
 from .nets import CascadeNets
@@ -71,11 +71,14 @@ def _resolve_device(device: str | torch.device) -> torch.device:
 class FacePoseDetector:
     """MTCNN's cascade with FPNet as its last stage.
 
-    Settings are a ``DetectorConfig`` (``config=``), or its fields as keyword arguments:
-    ``min_face_size`` (default 20 px), ``thresholds`` (0.6, 0.7, 0.7), ``nms_thresholds``
-    (0.5, 0.7, 0.7, 0.7), ``factor`` (0.709), ``max_pixels`` (80 MP), ``flip_pose`` (True: each face's
-    rotation is averaged with the one FPNet finds in the mirrored crop) and ``any_rotation`` (False; True
-    also finds sideways and upside-down faces, about 2.1x the time). See ``DetectorConfig``.
+    Settings are a ``DetectorConfig`` (``config=``), or its fields as keyword arguments: ``min_face_size``
+    (default 20 px), each stage's threshold and NMS threshold (``pnet_threshold=0.6``, ``rnet_threshold=0.7``,
+    ``fpnet_threshold=0.7``, ...), ``factor`` (0.709), ``max_pixels`` (80 MP), ``flip_pose`` (True: each
+    face's rotation is averaged with the one FPNet finds in the mirrored crop) and ``any_rotation`` (False;
+    True also finds sideways and upside-down faces, at about twice the time). See ``DetectorConfig``.
+
+    ``detect`` gives ``Face`` records; ``prepare``, ``detections`` and ``follow`` are the tensor-level steps
+    that ``FacePoseTracker`` builds on.
 
     Args:
         weights: last-stage weights file (safetensors); default: ``fpnet.safetensors`` of ``weights_dir``.
@@ -142,18 +145,39 @@ class FacePoseDetector:
         """``save_pretrained`` into a temporary folder and upload it to a Hub model repo (needs a token)."""
         return hub.push_to_hub(self.save_pretrained, repo_id, **kwargs)
 
-    @torch.inference_mode()
-    def detect(self, image: ImageInput) -> list[Face]:
-        """Find every face in ``image`` (path, PIL image, or HxWx3 uint8 RGB array), best first.
+    def prepare(self, image: ImageInput) -> torch.Tensor:
+        """``image`` (path, PIL image, or HxWx3 uint8 RGB array) as the ``(1, 3, H, W)`` uint8 tensor the
+        cascade reads, on the detector's device (channels-last in memory).
 
         Raises ``facepose.ImageError`` for a missing, unreadable, corrupt or too large image.
         """
         pixels = load_image(image, self.config.max_pixels)
         if not pixels.flags.writeable:  # torch wants to own writable memory; a copy is cheap
             pixels = pixels.copy()
-        tensor = torch.from_numpy(pixels).to(self.device).permute(2, 0, 1)[None]  # uint8, channels-last in memory
-        cascade = run_cascade_any_rotation if self.config.any_rotation else run_cascade
-        det = cascade(self.nets, tensor, self.config, self.config.flip_pose and self.pose_available)
+        return torch.from_numpy(pixels).to(self.device).permute(2, 0, 1)[None]
+
+    @property
+    def flip_pose(self) -> bool:
+        """Whether rotations are flip-averaged: the setting, when the weights have a pose head."""
+        return self.config.flip_pose and self.pose_available
+
+    @torch.inference_mode()
+    def detections(self, image: torch.Tensor) -> Detections:
+        """The whole cascade (in every quarter turn with ``any_rotation``) on a ``prepare``d image: the faces'
+        boxes, scores, landmarks and rotations as tensors, best first."""
+        if self.config.any_rotation:
+            return run_cascade_any_rotation(self.nets, image, self.config, self.flip_pose)
+        return run_cascade(self.nets, image, self.config, flip_pose=self.flip_pose).detections
+
+    @torch.inference_mode()
+    def follow(self, image: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, Detections]:
+        """Known faces on a ``prepare``d image: each of the square ``boxes (N, 4)`` refined by R-Net and FPNet
+        alone (``cascade.follow``). Returns the indices of the boxes whose face is still there and their
+        ``Detections``."""
+        return follow(self.nets, image, boxes.to(self.device), self.config, self.flip_pose)
+
+    def faces(self, det: Detections) -> list[Face]:
+        """``Detections`` as ``Face`` records (Python numbers, angles in degrees)."""
         boxes = det.boxes.cpu().tolist()
         scores = det.scores.cpu().tolist()
         marks = det.landmarks.cpu().tolist()
@@ -168,6 +192,13 @@ class FacePoseDetector:
             Face(tuple(b), s, [tuple(p) for p in m], r, *a)
             for b, s, m, r, a in zip(boxes, scores, marks, rotations, angles)
         ]
+
+    def detect(self, image: ImageInput) -> list[Face]:
+        """Find every face in ``image`` (path, PIL image, or HxWx3 uint8 RGB array), best first.
+
+        Raises ``facepose.ImageError`` for a missing, unreadable, corrupt or too large image.
+        """
+        return self.faces(self.detections(self.prepare(image)))
 
     def __repr__(self) -> str:
         settings = ", ".join(f"{k}={v!r}" for k, v in vars(self.config).items())

@@ -2,26 +2,24 @@
 
 Every ``every`` frames (and whenever a face was lost) the whole cascade runs and finds new faces. On the
 frames between, each known face is refined from where it was: its last box, moved half its last step on,
-goes through R-Net and FPNet alone (all faces in one batch, cut from the region around them: no pyramid,
-and no NMS between faces, so a face keeps its id when another crosses it). A face whose crop
+goes through R-Net and FPNet alone (``FacePoseDetector.follow``: all faces in one batch, no pyramid, and
+no NMS between faces, so a face keeps its id when another crosses it). A face whose crop
 R-Net or FPNet no longer accepts is lost, and its track ends. Boxes, landmarks and rotations are
 smoothed by One Euro filters (``smoothing``), the rotation as a rotation.
 """
 from __future__ import annotations
 
 import itertools
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from .boxes import apply_offsets, box_overlap, square
-from .cascade import decode_last_stage, mean_with_mirrored, normalize, run_cascade
-from .crops import padded_crops
+from .boxes import box_overlap, square
+from .cascade import Detections
 from .detector import Face, FacePoseDetector
-from .image import ImageInput, load_image
-from .rotation import matrix_to_euler, sixd_to_matrix
+from .image import ImageInput
+from .rotation import matrix_to_euler
 from .smoothing import OneEuro, OneEuroRotation
 
 __all__ = ["TrackedFace", "FacePoseTracker"]
@@ -29,7 +27,6 @@ __all__ = ["TrackedFace", "FacePoseTracker"]
 MIN_STEP_IOU = 0.4  # a followed box must overlap its last box this much (faces do not jump between frames)
 REVIVE_IOU = 0.3  # a new detection takes over a recently lost track it overlaps this much
 VELOCITY_DAMPING = 0.5  # the next box is guessed half a step ahead: a full step overshoots when the box jitters
-FOLLOW_RNET_THRESHOLD = 0.3  # R-Net only moves a followed box; FPNet's threshold decides whether the face is still there
 
 
 @dataclass
@@ -55,21 +52,31 @@ class _Track:
 
 
 class FacePoseTracker:
-    """Follows faces through a video: ``update(frame) -> list[TrackedFace]``.
+    """Follows faces through a video: ``update(frame, timestamp) -> list[TrackedFace]``.
+
+    It uses the detector's public steps only: ``prepare`` a frame, ``detections`` (the whole cascade) and
+    ``follow`` (known faces through R-Net and FPNet).
 
     Args:
         detector: the detector whose networks and settings are used (default: the packaged one).
         every: run the whole cascade every this many frames to pick up new faces (also when a face is lost).
         smooth: One Euro smoothing of boxes, landmarks and rotation (default on).
-        fps: frame rate used for smoothing when ``update`` is given no timestamps (default: the wall clock).
+        fps: the frame rate assumed for frames given without a timestamp (frame ``n`` is at ``n / fps`` s), so
+            that smoothing does not depend on how fast the machine runs.
     """
 
     def __init__(self, detector: FacePoseDetector | None = None, every: int = 10, smooth: bool = True,
-                 fps: float | None = None) -> None:
+                 fps: float = 30.0) -> None:
         if every < 1:
             raise ValueError(f"every must be at least 1, got {every}")
+        if not fps > 0:
+            raise ValueError(f"fps must be positive, got {fps}")
         self.detector = detector or FacePoseDetector()
         self.every, self.smooth, self.fps = every, smooth, fps
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every track (a new video)."""
         self.tracks: list[_Track] = []
         self.lost: list[tuple[int, _Track]] = []  # (frame lost, track): a face found again near it keeps its id
         self.frame_index = 0
@@ -77,25 +84,15 @@ class FacePoseTracker:
         self._last_time: float | None = None
         self._need_detection = True
 
-    def reset(self) -> None:
-        """Forget every track (a new video)."""
-        self.tracks, self.lost, self.frame_index, self._last_time, self._need_detection = [], [], 0, None, True
-
-    @torch.inference_mode()
     def update(self, frame: ImageInput, timestamp: float | None = None) -> list[TrackedFace]:
         """The faces on the next frame (a path, PIL image or HxWx3 uint8 RGB array), best track first.
-        ``timestamp`` in seconds (default: from ``fps``, else the wall clock)."""
-        det = self.detector
-        pixels = load_image(frame, det.config.max_pixels)
-        if not pixels.flags.writeable:
-            pixels = pixels.copy()
-        now = timestamp if timestamp is not None else (
-            self.frame_index / self.fps if self.fps else time.perf_counter())
+        ``timestamp``: the frame's time in seconds (a video's presentation time, a camera's capture time);
+        default ``frame index / fps``."""
+        image = self.detector.prepare(frame)
+        now = timestamp if timestamp is not None else self.frame_index / self.fps
         dt = 0.0 if self._last_time is None else now - self._last_time
         self._last_time = now
-        image = torch.from_numpy(pixels).to(det.device).permute(2, 0, 1)[None]  # uint8, channels-last in memory
-        flip = det.config.flip_pose and det.pose_available
-        found = self._follow(image, flip)  # track index -> (box, score, landmarks, rotation)
+        found = self._follow(image)  # track index -> (box, score, landmarks, rotation)
         # a face that had been followed for a while and is gone: look for it (and any other) at once;
         # one that flickers at the threshold waits for the next periodic detection
         lost = any(t.age >= 3 for i, t in enumerate(self.tracks) if i not in found)
@@ -104,61 +101,36 @@ class FacePoseTracker:
         self.tracks = [t for i, t in enumerate(self.tracks) if i in found]
         found = {k: found[i] for k, i in enumerate(sorted(found))}
         if self._need_detection or lost or self.frame_index % self.every == 0:
-            found = self._detect(image, flip, found)
+            found = self._detect(image, found)
         self._need_detection = not self.tracks
         self.frame_index += 1
         return self._report(found, dt)
 
-    def _follow(self, image: torch.Tensor, flip: bool) -> dict[int, tuple]:
-        """Every known face refined from its predicted box by R-Net and FPNet alone, all faces in one batch."""
-        c, nets = self.detector.config, self.detector.nets
+    def _follow(self, image: torch.Tensor) -> dict[int, tuple]:
+        """Every known face refined from its predicted box (``detector.follow``); a face whose box jumped
+        away from its last one is lost."""
         if not self.tracks:
             return {}
-        last = torch.tensor(np.stack([t.box for t in self.tracks]), dtype=torch.float32, device=image.device)
-        moved = np.stack([t.box + VELOCITY_DAMPING * t.velocity for t in self.tracks])
-        guess = square(torch.tensor(moved, dtype=torch.float32, device=image.device))
-        # Crops are cut with black padding where a box leaves the frame (as the original MTCNN pads crops): a
-        # face at the border is cut whole, not stretched from its visible part, so its box does not drift.
-        # R-Net only moves the box here (a face was there a frame ago); FPNet's threshold decides
-        crops, valid = padded_crops(image, guess, 24)
-        index = torch.nonzero(valid).flatten()
-        if not len(index):
-            return {}
-        scores, offsets = nets.rnet(normalize(crops, inplace=True))
-        ok = scores > FOLLOW_RNET_THRESHOLD
-        index, boxes = index[ok], square(apply_offsets(guess[index[ok]], offsets[ok]))
-        crops, valid = padded_crops(image, boxes, 48)
-        index, boxes = index[valid], boxes[valid]
-        if not len(index):
-            return {}
-        crops = normalize(crops, inplace=True)
-        flip = flip and nets.fpnet.has_rotation
-        # the mirrored crops go in the same batch (a followed face almost always stays): on a few crops, one
-        # call costs about what each of two separate calls does
-        out = nets.fpnet(torch.cat((crops, crops.flip(-1))) if flip else crops)
-        n = len(crops)
-        mirrored_sixd, out = out.sixd[n:], type(out)(*(t[:n] for t in out))
-        scores, boxes, marks = decode_last_stage(out, boxes)
-        stays = (scores > c.thresholds[2]) & (box_overlap(boxes, last[index]).diagonal() > MIN_STEP_IOU)  # else lost
-        rotations = None
-        if nets.fpnet.has_rotation and stays.any():
-            sixd = out.sixd[stays]
-            rotations = mean_with_mirrored(sixd, mirrored_sixd[stays]) if flip else sixd_to_matrix(sixd)
-        found = {}
-        for j, k in enumerate(torch.nonzero(stays).flatten().tolist()):
-            found[int(index[k])] = (boxes[k], scores[k], marks[k], rotations[j] if rotations is not None else None)
-        return found
+        last = torch.tensor(np.stack([t.box for t in self.tracks]), dtype=torch.float32)
+        guess = square(torch.tensor(np.stack([t.box + VELOCITY_DAMPING * t.velocity for t in self.tracks]), dtype=torch.float32))
+        index, d = self.detector.follow(image, guess)
+        index, d = index.cpu(), Detections(*(t.cpu() for t in (d.boxes, d.scores, d.landmarks, d.rotations)))
+        stays = box_overlap(d.boxes, last[index]).diagonal() > MIN_STEP_IOU if len(index) else index.bool()
+        rotation = (lambda k: d.rotations[k]) if d.rotations.numel() else (lambda k: None)  # noqa: E731
+        return {int(index[k]): (d.boxes[k], d.scores[k], d.landmarks[k], rotation(k))
+                for k in torch.nonzero(stays).flatten().tolist()}
 
-    def _detect(self, image: torch.Tensor, flip: bool, found: dict[int, tuple]) -> dict[int, tuple]:
+    def _detect(self, image: torch.Tensor, found: dict[int, tuple]) -> dict[int, tuple]:
         """The whole cascade: detections that overlap a followed face update nothing (the followed box
         stays, so ids do not jump); the others start new tracks."""
-        d = run_cascade(self.detector.nets, image, self.detector.config, flip)
+        d = self.detector.detections(image)
+        d = Detections(*(t.cpu() for t in (d.boxes, d.scores, d.landmarks, d.rotations)))
         known = torch.stack([f[0] for f in found.values()]) if found else d.boxes[:0]
         overlap = box_overlap(d.boxes, known).max(1).values if len(known) and len(d.boxes) else None
         for k in range(len(d.boxes)):
             if overlap is not None and overlap[k] > 0.3:
                 continue
-            self.tracks.append(self._revive(d.boxes[k]) or _Track(next(self._ids), d.boxes[k].cpu().numpy().astype(np.float64)))
+            self.tracks.append(self._revive(d.boxes[k]) or _Track(next(self._ids), d.boxes[k].numpy().astype(np.float64)))
             found[len(self.tracks) - 1] = (d.boxes[k], d.scores[k], d.landmarks[k],
                                            d.rotations[k] if d.rotations.numel() else None)
         return found

@@ -19,11 +19,10 @@ import math
 import torch
 
 from .boxes import nms
-from .cascade import Detections, finish, propose_levels, refine
+from .cascade import Detections, pyramid_levels, run_cascade
 from .config import DetectorConfig
 from .crops import integral_image
 from .nets import CascadeNets
-from .pyramid import pyramid_level, pyramid_scales
 
 __all__ = ["TURNS", "turn", "unturn_points", "unturn_boxes", "turn_matrix", "run_cascade_any_rotation"]
 
@@ -31,7 +30,7 @@ TURNS = (0, 1, 2, 3)  # quarter turns counter-clockwise
 MERGE_IOU = 0.4  # faces of different turns overlapping more than this are one face
 # P-Net skips the two largest pyramid levels in the turned images: there, faces are searched from about twice
 # the minimum face size (0.709^-2 = 1.99x; 40 px at the default 20). The upright image keeps every level.
-# Cost at 640x480 (benchmarks/rotation.py): 2.1x upright detection, against 3.2-3.4x with every level.
+# python -m benchmarks.rotation measures what this saves.
 TURNED_SKIP = 2
 
 
@@ -82,28 +81,18 @@ def run_cascade_any_rotation(nets: CascadeNets, image: torch.Tensor, config: Det
     the input's pixels and camera frame (rotations composed with the turn: roll anywhere in -180..180),
     merged by NMS (IoU above ``MERGE_IOU``), best first."""
     height, width = image.shape[-2:]
-    t, n = config.thresholds, config.nms_thresholds
-    flip = config.flip_pose if flip_pose is None else flip_pose
-    upright = integral_image(image[0])
-    levels = [(s, pyramid_level(upright, s)) for s in pyramid_scales(height, width, config.min_face_size, config.factor)]
-    found = []
-    for k in TURNS:
-        scan = levels if k == 0 else levels[TURNED_SKIP:]
-        proposals = propose_levels(nets.pnet, [(s, turn(level, k)) for s, level in scan], t[0], n[0], n[1])
-        if len(proposals) == 0:
-            continue
-        ii = upright if k == 0 else integral_image(turn(image[0], k))
-        det = finish(nets.fpnet, ii, refine(nets.rnet, ii, proposals, t[1], n[2]), t[2], n[3], flip)
-        if len(det.boxes) == 0:
-            continue
+    ii = integral_image(image[0])
+    levels = pyramid_levels(ii, config)  # resampled once: area resampling commutes with quarter turns
+    found = [run_cascade(nets, image, config, flip_pose=flip_pose, levels=levels, ii=ii).detections]
+    levels = levels[TURNED_SKIP:]
+    for k in TURNS[1:]:
+        det = run_cascade(nets, turn(image, k), config, flip_pose=flip_pose,
+                          levels=[(s, turn(level, k)) for s, level in levels]).detections
         rotations = det.rotations
         if rotations.shape[-1] == 3:
             rotations = turn_matrix(k, rotations.dtype).T.to(rotations.device) @ rotations
         found.append(Detections(unturn_boxes(det.boxes, k, height, width), det.scores,
                                 unturn_points(det.landmarks, k, height, width), rotations))
-    if not found:
-        r = 3 if nets.fpnet.has_rotation else 0
-        return Detections(image.new_zeros(0, 4), image.new_zeros(0), image.new_zeros(0, 5, 2), image.new_zeros(0, r, r))
     boxes = torch.cat([d.boxes for d in found])
     scores = torch.cat([d.scores for d in found])
     # A face within about 45 degrees of two turns is found in both, with boxes of about the same size: merged
@@ -112,4 +101,3 @@ def run_cascade_any_rotation(nets: CascadeNets, image: torch.Tensor, config: Det
     keep = nms(boxes, scores, MERGE_IOU)
     return Detections(boxes[keep], scores[keep], torch.cat([d.landmarks for d in found])[keep],
                       torch.cat([d.rotations for d in found])[keep])
-

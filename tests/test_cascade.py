@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from facepose import DetectorConfig, load_image
-from facepose.cascade import finish, finish_crops, normalize, propose, propose_and_refine, refine, run_cascade
-from facepose.crops import cut_crops, integral_image
+from facepose.cascade import STAGES, finish, finish_crops, follow, normalize, propose, refine, run_cascade
+from facepose.crops import integral_image
 from facepose.nets import _max_pool_2x2
 from facepose.rotation import geodesic_distance, mirror_matrix
 
@@ -42,34 +42,37 @@ def test_normalize_is_mtcnns_range_and_leaves_its_input_alone():
 def test_propose_gives_many_squared_candidates_above_the_threshold(nets, image):
     ii = integral_image(image[0])
     before = ii.clone()
-    p = propose(nets.pnet, ii, 20, 0.709, 0.6)
+    p = propose(nets.pnet, ii, DetectorConfig())
     assert torch.equal(ii, before)  # the integral image is not modified
     assert len(p) > 50 and p.boxes.shape == (len(p), 4) and is_square(p.boxes)
     assert bool((p.scores >= 0.6).all())
-    strict = propose(nets.pnet, ii, 20, 0.709, 0.95)
+    strict = propose(nets.pnet, ii, DetectorConfig(pnet_threshold=0.95))
     assert 0 < len(strict) < len(p)
-    assert len(propose(nets.pnet, ii, 200, 0.709, 0.6)) < len(p)  # large faces only: fewer levels
+    assert len(propose(nets.pnet, ii, DetectorConfig(min_face_size=200))) < len(p)  # large faces only: fewer levels
 
 
 @needs_photos
 def test_propose_finds_nothing_in_a_flat_image(nets):
-    assert len(propose(nets.pnet, integral_image(torch.full((3, 200, 300), 128.0)), 20, 0.709, 0.6)) == 0
+    assert len(propose(nets.pnet, integral_image(torch.full((3, 200, 300), 128.0)), DetectorConfig())) == 0
 
 
 @needs_photos
 def test_refine_keeps_fewer_squared_boxes_above_its_threshold(nets, image):
     ii = integral_image(image[0])
-    p = propose(nets.pnet, ii, 20, 0.709, 0.6)
-    r = refine(nets.rnet, ii, p, 0.7)
+    config = DetectorConfig()
+    p = propose(nets.pnet, ii, config)
+    r = refine(nets.rnet, ii, p, config)
     assert 8 <= len(r) < len(p) and is_square(r.boxes) and bool((r.scores > 0.7).all())
-    assert len(refine(nets.rnet, ii, p, 0.99)) < len(r)
-    assert len(refine(nets.rnet, ii, p[:0] if hasattr(p, "__getitem__") else type(p)(p.boxes[:0], p.scores[:0]), 0.7)) == 0
+    assert len(refine(nets.rnet, ii, p, config.replace(rnet_threshold=0.99))) < len(r)
+    assert len(refine(nets.rnet, ii, type(p)(p.boxes[:0], p.scores[:0]), config)) == 0
 
 
 @needs_photos
 def test_finish_keeps_faces_with_landmarks_inside_and_a_rotation(nets, image):
-    ii, r = propose_and_refine(nets.pnet, nets.rnet, image, DetectorConfig())
-    d = finish(nets.fpnet, ii, r, 0.7)
+    config = DetectorConfig()
+    run = run_cascade(nets, image, config, until="rnet")
+    ii, r = run.ii, run.refined
+    d = finish(nets.fpnet, ii, r, config)
     assert len(d.boxes) == 8 and bool((d.scores > 0.7).all())
     assert d.landmarks.shape == (8, 5, 2) and d.rotations.shape == (8, 3, 3)
     x, y = d.landmarks[..., 0], d.landmarks[..., 1]
@@ -78,7 +81,7 @@ def test_finish_keeps_faces_with_landmarks_inside_and_a_rotation(nets, image):
     eye = torch.eye(3).expand(8, 3, 3)
     assert torch.allclose(d.rotations @ d.rotations.transpose(1, 2), eye, atol=1e-5)
     assert torch.allclose(torch.linalg.det(d.rotations), torch.ones(8), atol=1e-5)
-    none = finish(nets.fpnet, ii, type(r)(r.boxes[:0], r.scores[:0]), 0.7)
+    none = finish(nets.fpnet, ii, type(r)(r.boxes[:0], r.scores[:0]), config)
     assert none.boxes.shape == (0, 4) and none.rotations.shape == (0, 3, 3)
 
 
@@ -86,11 +89,10 @@ def test_finish_keeps_faces_with_landmarks_inside_and_a_rotation(nets, image):
 def test_flip_averaging_is_symmetric_and_moves_pose_only(nets, image):
     """Flip averaging leaves boxes, scores and landmarks alone, changes the rotation a little, and is
     exactly mirror-symmetric: the averaged pose of a mirrored crop is the mirrored averaged pose."""
-    ii, r = propose_and_refine(nets.pnet, nets.rnet, image, DetectorConfig())
-    crops, valid = cut_crops(ii, r.boxes, 48)
-    crops = normalize(crops)
-    single = finish_crops(nets.fpnet, r.boxes[valid], crops, 0.7)
-    flipped = finish_crops(nets.fpnet, r.boxes[valid], crops, 0.7, flip_pose=True)
+    config = DetectorConfig()
+    boxes, crops = run_cascade(nets, image, config, until="rnet").last_stage_input()
+    single = finish_crops(nets.fpnet, boxes, crops, config)
+    flipped = finish_crops(nets.fpnet, boxes, crops, config, flip_pose=True)
     assert torch.equal(single.boxes, flipped.boxes) and torch.equal(single.scores, flipped.scores)
     assert torch.equal(single.landmarks, flipped.landmarks)
     moved = torch.rad2deg(geodesic_distance(single.rotations, flipped.rotations))
@@ -99,20 +101,50 @@ def test_flip_averaging_is_symmetric_and_moves_pose_only(nets, image):
     faces = torch.nonzero(torch.softmax(nets.fpnet(crops).face_logits, 1)[:, 1] > 0.7).flatten()[:8]
     assert len(faces) >= 8
     for k in faces.tolist():
-        box = r.boxes[valid][k:k + 1]
-        direct = finish_crops(nets.fpnet, box, crops[k:k + 1], 0.0, flip_pose=True).rotations
-        mirrored = finish_crops(nets.fpnet, box, crops[k:k + 1].flip(-1), 0.0, flip_pose=True).rotations
+        box, anything = boxes[k:k + 1], config.replace(fpnet_threshold=0.0)
+        direct = finish_crops(nets.fpnet, box, crops[k:k + 1], anything, flip_pose=True).rotations
+        mirrored = finish_crops(nets.fpnet, box, crops[k:k + 1].flip(-1), anything, flip_pose=True).rotations
         assert torch.allclose(mirror_matrix(direct), mirrored, atol=1e-5)
 
 
 @needs_photos
 def test_run_cascade_is_the_three_stages(nets, image, detector):
     config = DetectorConfig()
-    d = run_cascade(nets, image, config)
+    run = run_cascade(nets, image, config)
+    d = run.detections
     faces = detector.detect(PHOTOS / CLASS_PHOTO)
     assert d.boxes.tolist() == [list(f.box) for f in faces]
-    off = run_cascade(nets, image, config, flip_pose=False)
+    assert set(run.seconds) == {"pyramid", *STAGES} and all(t > 0 for t in run.seconds.values())
+    off = run_cascade(nets, image, config, flip_pose=False).detections
     assert torch.equal(off.boxes, d.boxes) and not torch.equal(off.rotations, d.rotations)
+
+
+@needs_photos
+def test_run_cascade_stops_after_any_stage(nets, image):
+    full = run_cascade(nets, image, DetectorConfig())
+    for stage in STAGES[:-1]:
+        run = run_cascade(nets, image, DetectorConfig(), until=stage)
+        assert run.detections is None and set(run.seconds) == {"pyramid", *STAGES[:STAGES.index(stage) + 1]}
+        assert torch.equal(run.proposals.boxes, full.proposals.boxes)
+    assert torch.equal(run.refined.boxes, full.refined.boxes)
+    with pytest.raises(ValueError, match="until must be one of"):
+        run_cascade(nets, image, DetectorConfig(), until="onet")
+
+
+@needs_photos
+def test_follow_keeps_known_faces_and_drops_an_empty_window(nets, image, detector):
+    """Following the faces found in a photo, from their boxes, finds them again; a window on the sky does
+    not hold a face."""
+    config = DetectorConfig()
+    found = run_cascade(nets, image, config).detections
+    windows = torch.cat((found.boxes, torch.tensor([[0.0, 0.0, 40.0, 40.0]])))
+    from facepose.boxes import box_overlap, square
+
+    index, d = follow(nets, image, square(windows), config)
+    assert index.tolist() == list(range(len(found)))
+    assert bool((box_overlap(d.boxes, found.boxes).diagonal() > 0.7).all()) and d.rotations.shape == (len(found), 3, 3)
+    twin_index, twin = detector.follow(image, square(windows))
+    assert torch.equal(twin_index, index) and torch.allclose(twin.rotations, d.rotations)
 
 
 @pytest.mark.parametrize("height, width", [(575, 767), (286, 382), (101, 100), (120, 121)])

@@ -124,8 +124,8 @@ def test_parameters_are_checked():
         FacePoseDetector(min_face_size=5)
     with pytest.raises(ValueError, match="factor"):
         FacePoseDetector(factor=1.5)
-    with pytest.raises(ValueError, match="thresholds"):
-        FacePoseDetector(thresholds=(0.6, 0.7))
+    with pytest.raises(ValueError, match="rnet_threshold"):
+        FacePoseDetector(rnet_threshold=7)
 
 
 @needs_photos
@@ -133,7 +133,7 @@ def test_min_face_size_and_threshold_change_results():
     path = PHOTOS / "nasa_iss_iss_partners_tour_kennedy_space_center.jpg"
     many = FacePoseDetector().detect(path)
     fewer = FacePoseDetector(min_face_size=60).detect(path)
-    strict = FacePoseDetector(thresholds=(0.6, 0.7, 0.999)).detect(path)
+    strict = FacePoseDetector(fpnet_threshold=0.999).detect(path)
     assert len(fewer) < len(many) and len(strict) < len(many)
     assert all(f.box[2] - f.box[0] > 30 for f in fewer)
 
@@ -147,9 +147,9 @@ def test_cuda_request_without_gpu_is_explained():
 
 @needs_photos
 def test_replace_shares_networks_and_changes_settings(detector):
-    strict = detector.replace(thresholds=(0.6, 0.7, 0.9999), min_face_size=40)
-    assert strict.nets is detector.nets and detector.config.thresholds == (0.6, 0.7, 0.7)
-    assert strict.config.min_face_size == 40 and strict.config.thresholds == (0.6, 0.7, 0.9999)
+    strict = detector.replace(fpnet_threshold=0.9999, min_face_size=40)
+    assert strict.nets is detector.nets and detector.config.fpnet_threshold == 0.7
+    assert strict.config.min_face_size == 40 and strict.config.fpnet_threshold == 0.9999
     path = PHOTOS / "nasa_iss_iss_partners_tour_kennedy_space_center.jpg"
     assert len(strict.detect(path)) < len(detector.detect(path))
     with pytest.raises(TypeError, match="unknown detector settings \\['weights'\\]"):

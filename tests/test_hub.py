@@ -17,14 +17,15 @@ from .conftest import PHOTOS, REPO, needs_photos
 @needs_photos
 def test_round_trip_through_a_folder(tmp_path):
     """Every setting survives save_pretrained / from_pretrained, and so do the networks and their faces."""
-    config = DetectorConfig(min_face_size=30, thresholds=(0.5, 0.65, 0.8), nms_thresholds=(0.4, 0.6, 0.65, 0.75),
+    config = DetectorConfig(min_face_size=30, pnet_threshold=0.5, rnet_threshold=0.65, fpnet_threshold=0.8, pnet_nms=0.4,
+                            pnet_merge_nms=0.6, rnet_nms=0.65, fpnet_nms=0.75,
                             factor=0.65, max_pixels=12_000_000, flip_pose=False)
     original = FacePoseDetector(config=config)
     folder = original.save_pretrained(tmp_path / "model")
     assert sorted(p.name for p in folder.iterdir() if p.suffix != ".onnx") == \
         ["config.json", "fpnet.safetensors", "pnet.safetensors", "rnet.safetensors"]
     saved = json.loads((folder / "config.json").read_text())
-    assert saved["min_face_size"] == 30 and saved["thresholds"] == [0.5, 0.65, 0.8]
+    assert saved["min_face_size"] == 30 and saved["fpnet_threshold"] == 0.8
     loaded = FacePoseDetector.from_pretrained(folder)
     assert loaded.config == config
     assert loaded.pose_available == original.pose_available

@@ -26,9 +26,10 @@ import torch
 from tqdm import tqdm
 
 from facepose.boxes import box_overlap
-from facepose.cascade import finish_crops, normalize, propose_and_refine
+from facepose.cascade import run_cascade
 from facepose.config import DetectorConfig
 from facepose.crops import crops_to_uint8, cut_crops, integral_image
+from facepose.nets import CascadeNets
 from facepose.rotation import matrix_to_euler, matrix_to_sixd
 from facepose.weights import WEIGHTS_DIR, load_last_stage, load_pnet, load_rnet
 
@@ -79,8 +80,7 @@ class Labeller:
     """Runs the cascade with MTCNN's O-Net on photos, as at inference, and labels the proposals."""
 
     def __init__(self, seed: int = 0) -> None:
-        self.pnet, self.rnet = load_pnet(), load_rnet()
-        self.onet, _ = load_last_stage(WEIGHTS_DIR / "onet.safetensors")
+        self.nets = CascadeNets(load_pnet(), load_rnet(), load_last_stage(WEIGHTS_DIR / "onet.safetensors")[0])
         self.rng = np.random.default_rng(seed)
 
     @torch.inference_mode()
@@ -88,11 +88,10 @@ class Labeller:
         """Stages 1-2 with the default settings but ``min_face_size``, then O-Net once on the crops."""
         config = DetectorConfig(min_face_size=min_face_size)
         image = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None].float()
-        ii, props = propose_and_refine(self.pnet, self.rnet, image, config)
-        crops, valid = cut_crops(ii, props.boxes, 48)
-        boxes = props.boxes[valid]
-        det = finish_crops(self.onet, boxes, normalize(crops), config.thresholds[2], config.nms_thresholds[3])
-        return Cascade(boxes.numpy().astype(np.float64), crops_to_uint8(crops).numpy(),
+        run = run_cascade(self.nets, image, config, flip_pose=False)
+        boxes, crops = run.last_stage_input()  # normalised: (x - 127.5) / 128, exact in float32 both ways
+        det = run.detections
+        return Cascade(boxes.numpy().astype(np.float64), crops_to_uint8(crops * 128 + 127.5).numpy(),
                        det.boxes.numpy().astype(np.float64), det.landmarks.numpy(), det.scores.numpy())
 
     def inside_boxes(self, face: np.ndarray, eyes: np.ndarray | None, count: int) -> np.ndarray:

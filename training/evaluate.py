@@ -20,7 +20,8 @@ from tqdm import tqdm
 from benchmarks.timing import alternated
 from facepose import FacePoseDetector
 from facepose.boxes import box_overlap, square
-from facepose.cascade import finish_crops, normalize, propose_and_refine
+from facepose.cascade import finish_crops, normalize, run_cascade
+from facepose.config import DetectorConfig
 from facepose.crops import cut_crops, integral_image
 from facepose.image import load_image
 from facepose.rotation import matrix_to_euler, sixd_to_matrix
@@ -138,26 +139,25 @@ class WiderCrops:
 def wider_crops(detector: FacePoseDetector, root: Path, limit: int | None, min_face: float = 20) -> WiderCrops:
     """P-Net and R-Net with ``detector``'s settings once per image; every last stage then gets the same crops."""
     gt = list(read_wider_boxes(next(root.glob("wider_face_*_bbx_gt.txt"))).items())[:limit]
-    pnet, rnet, _ = detector.nets
     proposals, truth = [], {}
     for i, (name, (boxes, invalid)) in enumerate(tqdm(gt, desc="WIDER val (P-Net, R-Net)", unit="img")):
         truth[i] = (boxes, invalid | small_faces(boxes, min_face))
         image = torch.from_numpy(load_image(root / "images" / name)).permute(2, 0, 1)[None].float()
-        ii, found = propose_and_refine(pnet, rnet, image, detector.config)
-        crops, valid = cut_crops(ii, found.boxes, 48)
-        proposals.append((found.boxes[valid], normalize(crops).to(torch.float16)))  # half the memory
+        boxes, crops = run_cascade(detector.nets, image, detector.config, until="rnet").last_stage_input()
+        proposals.append((boxes, crops.to(torch.float16)))  # half the memory
     return WiderCrops(proposals, truth)
 
 
 @torch.inference_mode()
-def wider_ap(last_stages: dict[str, torch.nn.Module], data: WiderCrops, threshold: float = 0.7,
-             nms_threshold: float = 0.7) -> dict:
-    """AP at IoU 0.5 of each last stage (FPNet or O-Net) on the same R-Net proposals."""
+def wider_ap(last_stages: dict[str, torch.nn.Module], data: WiderCrops, config: DetectorConfig | None = None) -> dict:
+    """AP at IoU 0.5 of each last stage (FPNet or O-Net) on the same R-Net proposals, with ``config``'s
+    last-stage thresholds (default: the detector's defaults)."""
+    config = config or DetectorConfig()
     out = {}
     for key, net in last_stages.items():
         dets = []
         for i, (boxes, crops) in enumerate(data.proposals):
-            d = finish_crops(net.eval(), boxes, crops.float(), threshold, nms_threshold)
+            d = finish_crops(net.eval(), boxes, crops.float(), config)
             dets += [(s, i, b) for s, b in zip(d.scores.tolist(), d.boxes.numpy())]
         out[key] = {"ap50": average_precision(dets, data.truth), "detections": len(dets)}
     return out | {"images": len(data.truth), "faces": int(sum((~ig).sum() for _, ig in data.truth.values()))}
@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> dict:
     per_face = metrics["aflw2000"].pop("_per_face")
     plot(per_face, args.out / "pose_error_vs_yaw.png")
     metrics["wider_val"] = wider_ap({"fpnet": fpnet, "onet": load_last_stage(WEIGHTS_DIR / "onet.safetensors")[0]},
-                                    wider_crops(detector, args.wider_val, args.limit))
+                                    wider_crops(detector, args.wider_val, args.limit), detector.config)
     metrics["speed"] = speed(args.weights, args.photos)
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     (args.out / "metrics.md").write_text(markdown(metrics))
