@@ -20,7 +20,7 @@ import numpy as np
 
 from facepose.batch import collect_inputs
 from facepose.cli import main as cli
-from training.paths import WIDER_TRAIN
+from support.paths import WIDER_TRAIN
 
 
 def run(src: Path, dest: Path, extra: list[str]) -> tuple[float, dict]:

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -27,93 +25,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_PHOTO = REPO.parent / "shared" / "data" / "photos" / "pexels_women_on_phones.jpg"
+from support.paths import PHOTOS
+from support.server import Server, chromium, launch_browser, start_server, write_y4m
+
+DEFAULT_PHOTO = PHOTOS / "pexels_women_on_phones.jpg"
 # A refusal of a full queue: Gradio answers 503, gradio_client raises "Queue is full! Please try again.",
 # the page shows "This application is currently busy. Please try again."
 REFUSALS = ("queue is full", "busy")
-
-
-def chromium() -> str:
-    import shutil
-
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        raise SystemExit("--cameras needs Debian's chromium (apt-get install chromium)")
-    return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class Server:
-    """``python app.py`` on loopback with its own temp folder."""
-
-    port: int
-    temp: Path
-    proc: subprocess.Popen
-    log: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
-
-    def rss_mib(self) -> float:
-        """Resident memory of the server process and its children (MiB), from /proc."""
-        total = 0.0
-        for pid in [self.proc.pid, *_children(self.proc.pid)]:
-            try:
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1]) / 1024
-            except OSError:
-                pass
-        return total
-
-    def temp_files(self) -> int:
-        return sum(len(files) for _, _, files in os.walk(self.temp))
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
-
-
-def start_server(port: int | None = None, temp: Path | None = None, args: list[str] = (), wait_s: float = 300) -> Server:
-    """Start ``app.py`` on 127.0.0.1 and wait until it answers (a loaded 2-core machine takes a while)."""
-    port = port or free_port()
-    temp = Path(temp or tempfile.mkdtemp(prefix="facepose_load_"))
-    (temp / "gradio").mkdir(parents=True, exist_ok=True)
-    log = temp.parent / f"{temp.name}.log"
-    env = {**os.environ, "TMPDIR": str(temp), "GRADIO_TEMP_DIR": str(temp / "gradio"), "GRADIO_ANALYTICS_ENABLED": "False"}
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--host", "127.0.0.1", "--port", str(port), *args],
-                                cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env)
-    server = Server(port, temp, proc, log)
-    deadline = time.time() + wait_s
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(server.url, timeout=2)
-            return server
-        except OSError:
-            if proc.poll() is not None:
-                raise RuntimeError(f"app.py exited: {log.read_text()}") from None
-            time.sleep(0.5)
-    server.stop()
-    raise RuntimeError(f"app.py did not answer within {wait_s:.0f} s: {log.read_text()}")
 
 
 @dataclass
@@ -220,7 +138,6 @@ class Cameras:
         from PIL import Image
         from playwright.sync_api import sync_playwright
 
-        from tests.test_app import launch_browser, write_y4m
 
         clip = Path(tempfile.mkdtemp(prefix="facepose_cam_")) / "clip.y4m"
         write_y4m(clip, Image.open(photo))
@@ -328,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
         (warm,) = clients(server.url, 1)
         first = request(warm, args.photo, 120)
         print(f"warm-up: {first.kind} in {first.seconds:.2f} s; server {server.rss_mib():.0f} MiB, {server.temp_files()} temp files")
+        if args.cameras and chromium() is None:
+            raise SystemExit("--cameras needs Debian's chromium (apt-get install chromium)")
         cameras = Cameras(server.url, args.cameras, args.photo, chromium()) if args.cameras else None
         if args.burst:
             start = time.perf_counter()

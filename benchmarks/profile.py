@@ -21,7 +21,7 @@ from PIL import Image
 from facepose import FacePoseDetector, load_image
 from facepose.cascade import run_cascade
 from facepose.pyramid import pyramid_scales
-from training.paths import PHOTOS
+from support.paths import PHOTOS
 
 
 def pnet_flops(height: int, width: int, scales: list[float]) -> float:

@@ -26,10 +26,9 @@ from facepose import FacePoseDetector, load_image
 from facepose.boxes import box_overlap
 from facepose.rotation import euler_to_matrix, geodesic_distance
 from facepose.turns import turn_matrix, unturn_boxes
+from support.paths import AFLW2000, PHOTOS
+from support.timing import alternated
 from training.aflw2000 import load_aflw2000
-from training.paths import AFLW2000, PHOTOS
-
-from .timing import alternated
 
 
 def match(faces, truth_box: np.ndarray, k: int, height: int, width: int):

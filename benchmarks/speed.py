@@ -19,10 +19,9 @@ from PIL import Image
 
 from facepose import FacePoseDetector, load_image
 from facepose.weights import WEIGHTS_DIR
-from training.paths import PHOTOS
-
-from .reference_mtcnn import facenet_mtcnn
-from .timing import alternated
+from support.paths import PHOTOS
+from support.reference_mtcnn import facenet_mtcnn
+from support.timing import alternated
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 

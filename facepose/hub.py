@@ -60,7 +60,7 @@ def _fetch(repo_id: str) -> Path:
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
-        raise HubError(f"'{repo_id}' is not a local folder, and loading from the Hub needs: pip install huggingface_hub") from None
+        raise HubError(f"'{repo_id}' is not a local folder, and loading from the Hub needs: pip install 'facepose[hub]'") from None
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
     try:
         return Path(snapshot_download(repo_id, allow_patterns=[*NETWORK_FILES.values(), CONFIG_FILE, "*.onnx"]))
@@ -98,7 +98,7 @@ def push_to_hub(save: Callable[[Path], Path], repo_id: str, private: bool = Fals
     try:
         from huggingface_hub import HfApi
     except ImportError:
-        raise HubError("pushing to the Hub needs: pip install huggingface_hub") from None
+        raise HubError("pushing to the Hub needs: pip install 'facepose[hub]'") from None
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:

@@ -41,7 +41,7 @@ def _av():
     try:
         import av
     except ImportError:
-        raise ImportError("video needs PyAV: pip install av") from None
+        raise ImportError("video needs PyAV: pip install 'facepose[video]' (or pip install av)") from None
     return av
 
 

@@ -5,7 +5,7 @@ import csv
 
 import pytest
 
-from training.paths import AFLW2000, PHOTOS, REPO, SHARED  # noqa: F401 (re-exported to the tests)
+from support.paths import AFLW2000, PHOTOS, REPO, SHARED  # noqa: F401 (re-exported to the tests)
 
 needs_photos = pytest.mark.skipif(not PHOTOS.is_dir(), reason="../shared/data/photos is not here (a user's checkout)")
 needs_aflw2000 = pytest.mark.skipif(not AFLW2000.is_dir(), reason="../shared/data/aflw2000 is not here")

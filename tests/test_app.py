@@ -2,56 +2,29 @@
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from support.server import chromium, launch_browser, start_server, write_y4m
+
 from .conftest import PHOTOS, REPO, needs_photos
 
 gr = pytest.importorskip("gradio")
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM = chromium()
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """``python app.py`` on a free localhost port; yields its URL."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("app") / "app.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--port", str(port)], cwd=REPO, stdout=out,
-                                stderr=subprocess.STDOUT, env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 300  # a loaded 2-core machine can take minutes to import torch and gradio
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            break
-        except OSError:
-            if proc.poll() is not None:
-                raise RuntimeError(f"app.py exited: {log.read_text()}") from None
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        raise RuntimeError(f"app.py did not answer within 300 s: {log.read_text()}")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=20)
+def server():
+    """``python app.py`` on a free loopback port with its own temp folder; yields its URL."""
+    running = start_server()
+    yield running.url
+    running.stop()
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +64,7 @@ def test_handler_bad_inputs(demo, tmp_path):
     assert "No face found" in demo.run(np.full((300, 300, 3), 200, np.uint8), 20, 0.7, True)[-1]
 
 
+@pytest.mark.slow  # starts app.py
 @needs_photos
 def test_gradio_client(server, tmp_path):
     from gradio_client import Client, handle_file
@@ -108,21 +82,6 @@ def test_gradio_client(server, tmp_path):
     assert "1 face" in client.predict(handle_file(str(REPO / "examples" / "grace_hopper.jpg")), 20, 0.7, True, api_name="/detect")[-1]
 
 
-def write_y4m(path: Path, image: Image.Image, frames: int = 20, size=(640, 480)) -> None:
-    """A short raw video of a still photo, for Chromium's fake camera."""
-    rgb = np.asarray(image.convert("RGB").resize(size), dtype=np.float32)
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    y = 0.299 * r + 0.587 * g + 0.114 * b
-    u = (b - y) * 0.564 + 128
-    v = (r - y) * 0.713 + 128
-    sub = lambda c: c.reshape(size[1] // 2, 2, size[0] // 2, 2).mean((1, 3))  # noqa: E731
-    planes = b"".join(np.clip(p, 0, 255).astype(np.uint8).tobytes() for p in (y, sub(u), sub(v)))
-    with open(path, "wb") as f:
-        f.write(f"YUV4MPEG2 W{size[0]} H{size[1]} F10:1 Ip A1:1 C420jpeg\n".encode())
-        for _ in range(frames):
-            f.write(b"FRAME\n" + planes)
-
-
 def shots(tmp_path: Path) -> Path:
     """Where screenshots go: $FACEPOSE_SCREENSHOTS if set (to look at them), else the test's tmp folder."""
     folder = Path(os.environ.get("FACEPOSE_SCREENSHOTS", tmp_path))
@@ -130,13 +89,7 @@ def shots(tmp_path: Path) -> Path:
     return folder
 
 
-def launch_browser(playwright, extra_args=(), executable=None):
-    return playwright.chromium.launch(
-        executable_path=executable or CHROMIUM, headless=True,
-        args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-              "--disable-component-update", "--disable-sync", *extra_args])
-
-
+@pytest.mark.slow  # browser
 @needs_chromium
 @needs_photos
 def test_browser_upload(server, tmp_path):
@@ -160,6 +113,7 @@ def test_browser_upload(server, tmp_path):
     assert all(abs(a) < 100 for a in angles)
 
 
+@pytest.mark.slow  # browser
 @needs_chromium
 @needs_photos
 def test_browser_live_webcam(server, tmp_path):
@@ -210,6 +164,7 @@ def test_live_stream_follows_faces(demo):
     assert [t.track_id for t in state["tracker"].tracks] == [1]
 
 
+@pytest.mark.slow  # load
 @needs_photos
 def test_load_short(tmp_path):
     """A short load test (benchmarks/load.py) on its own server with a small queue: a burst larger than the

@@ -84,6 +84,7 @@ def test_missing_src_and_weights(tmp_path, capsys):
     assert "weights file not found" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # subprocesses
 @needs_photos
 def test_thesis_entry_point(tmp_path):
     src = tmp_path / "one.jpg"
@@ -121,6 +122,7 @@ def test_half_written_last_line_is_recovered(folder, tmp_path):
     assert not list(dest.glob(".*facepose-tmp"))
 
 
+@pytest.mark.slow  # subprocesses
 @needs_photos
 def test_killed_run_continues_where_it_stopped(tmp_path):
     """kill -9 in the middle of a 2-worker run, then the same command: each image exactly once, and the

@@ -18,9 +18,10 @@ if importlib.util.find_spec("facenet_pytorch") is None:
     pytest.skip("needs: pip install --no-deps facenet-pytorch==2.6.0", allow_module_level=True)
 
 
+@pytest.mark.slow  # end to end against facenet-pytorch on every photo
 @needs_photos
 def test_same_boxes_as_facenet_pytorch():
-    from benchmarks.reference_mtcnn import facenet_mtcnn
+    from support.reference_mtcnn import facenet_mtcnn
 
     reference = facenet_mtcnn()
     ours = FacePoseDetector(weights=WEIGHTS_DIR / "onet.safetensors")

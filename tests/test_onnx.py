@@ -43,6 +43,7 @@ def test_export_writes_checked_graphs_with_pixels_in(exported):
     assert main(["export", "onnx", str(exported)]) == 2  # existing files are kept without --overwrite
 
 
+@pytest.mark.slow  # every photo through ONNX Runtime
 @needs_photos
 def test_onnxruntime_finds_the_same_faces_on_every_photo(detector, exported):
     """Same count on every photo, boxes within 0.5 px, angles within 0.5 degrees (measured: 1e-4 px, 2e-5 deg)."""

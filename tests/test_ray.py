@@ -14,7 +14,7 @@ from facepose.cli import main
 
 from .conftest import PHOTOS, needs_photos
 
-pytestmark = [needs_photos, pytest.mark.skipif(importlib.util.find_spec("ray") is None,
+pytestmark = [pytest.mark.slow, needs_photos, pytest.mark.skipif(importlib.util.find_spec("ray") is None,
                                                reason="Ray is not installed (pip install 'facepose[ray]')")]
 NAMES = ["nasa_iss_expedition_1.jpg", "matplotlib_grace_hopper.jpg", "pexels_women_on_phones.jpg",
          "nasa_astronaut_class_photo_b.png"]

@@ -129,6 +129,7 @@ def tiny_dataset(tmp_path_factory):
     build(["--out", str(data), "--limit", "3", "--chunk", "5", "--calibration-photos", "20"])
     return data
 
+@pytest.mark.slow  # training
 
 def test_dataset_shards_hold_labelled_crops(tiny_dataset):
     from training.samples import KIND, load_samples
@@ -146,6 +147,7 @@ def test_dataset_shards_hold_labelled_crops(tiny_dataset):
     assert torch.allclose(torch.linalg.det(r), torch.ones(len(r), dtype=torch.float64), atol=1e-4)
     assert torch.allclose(matrix_to_euler(r), train.angles[posed].double(), atol=1e-3)
 
+@pytest.mark.slow  # training
 
 def test_dataset_rebuild_is_resumable(tiny_dataset):
     from training.build_dataset import main as build
@@ -156,6 +158,7 @@ def test_dataset_rebuild_is_resumable(tiny_dataset):
     assert json.loads((tiny_dataset / "manifest.json").read_text())["shards"] == json.loads(before)["shards"]
     assert {p.name: p.stat().st_mtime_ns for p in (tiny_dataset / "shards").iterdir()} == shards  # none rewritten
 
+@pytest.mark.slow  # training
 
 def test_thesis_recipe_trains_the_whole_network(tiny_dataset, tmp_path):
     """Two steps of the thesis recipe log to TensorBoard and save a checkpoint marked trained, with the
@@ -176,6 +179,7 @@ def test_thesis_recipe_trains_the_whole_network(tiny_dataset, tmp_path):
     assert any(p.name.startswith("events.out.tfevents") for p in out.iterdir())
     assert json.loads((out / "args.json").read_text())["recipe"]["name"] == "thesis"
 
+@pytest.mark.slow  # training
 
 def test_shipped_recipes_keep_onet_frozen(tiny_dataset, tmp_path):
     """The shipped FPNet's two runs learn only the pose part: every O-Net tensor stays bit for bit. The
@@ -222,6 +226,7 @@ def test_grown_branch_starts_as_the_smaller_one():
     with pytest.raises(ValueError, match="not a smaller FPNetBranch"):
         grown.load_smaller_branch({**small.state_dict(), "extra.weight": torch.zeros(1)})
 
+@pytest.mark.slow  # training
 
 def test_resuming_with_another_recipe_is_refused(tiny_dataset, tmp_path):
     from training.train import main as train

@@ -150,8 +150,8 @@ def test_truncated_video_keeps_what_decoded(tmp_path, capsys):
 def test_tracker_detects_only_periodically_on_a_still_clip(monkeypatch):
     """Two still faces (one cut by the frame's top edge) are followed, not lost and found again: the whole
     cascade runs only every ``every`` frames (it ran on 27 of 60 frames when the border face's box jittered)."""
-    from benchmarks.video import frames
     from facepose.tracker import FacePoseTracker
+    from support.clips import frames
 
     tracker = FacePoseTracker(every=10)
     calls = []

@@ -9,7 +9,7 @@ import numpy as np
 import scipy.io as sio
 from PIL import Image
 
-from .paths import AFLW2000
+from support.paths import AFLW2000
 
 __all__ = ["Sample", "load_aflw2000", "teacher_box", "crop_square"]
 

@@ -32,12 +32,12 @@ from facepose.crops import crops_to_uint8, cut_crops, integral_image
 from facepose.nets import CascadeNets
 from facepose.rotation import matrix_to_euler, matrix_to_sixd
 from facepose.weights import WEIGHTS_DIR, load_last_stage, load_pnet, load_rnet
+from support.paths import AFLW_FACES, AFLW_FACES_EXTRA, WIDER_TRAIN
 
 from . import sources
 from .aflw2000 import crop_square
 from .labels import TEACHERS, teacher_labels
 from .mediapipe_teacher import FaceMeshTeacher
-from .paths import AFLW_FACES, AFLW_FACES_EXTRA, WIDER_TRAIN
 from .samples import KIND
 from .teacher import find_whenet_h5, flip_averaged, load_whenet
 

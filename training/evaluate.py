@@ -17,7 +17,6 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from benchmarks.timing import alternated
 from facepose import FacePoseDetector
 from facepose.boxes import box_overlap, square
 from facepose.cascade import finish_crops, normalize, run_cascade
@@ -26,12 +25,13 @@ from facepose.crops import cut_crops, integral_image
 from facepose.image import load_image
 from facepose.rotation import matrix_to_euler, sixd_to_matrix
 from facepose.weights import WEIGHTS_DIR, load_last_stage
+from support.paths import AFLW2000, PHOTOS, WIDER_VAL
+from support.timing import alternated
 
 from .aflw2000 import crop_square, load_aflw2000, teacher_box
 from .labels import teacher_labels
 from .mediapipe_teacher import FaceMeshTeacher
 from .metrics import aflw2000_rows, angle_errors, ap_table, average_precision, common_table, pose_table, summary
-from .paths import AFLW2000, PHOTOS, WIDER_VAL
 from .sources import read_wider_boxes, small_faces
 from .teacher import find_whenet_h5, flip_averaged, load_whenet
 

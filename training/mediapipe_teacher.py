@@ -19,8 +19,7 @@ import numpy as np
 import torch
 
 from facepose.rotation import mean_rotation, mirror_matrix
-
-from .paths import MEDIAPIPE
+from support.paths import MEDIAPIPE
 
 __all__ = ["MESH_SIZE", "load_canonical_face", "landmarks_to_camera", "procrustes_rotation", "FaceMeshTeacher",
            "square_context"]

@@ -8,8 +8,9 @@ import argparse
 import json
 from pathlib import Path
 
+from support.paths import REPO
+
 from .metrics import aflw2000_rows, ap_table, common_table, pose_table
-from .paths import REPO
 
 
 def model_index(m: dict) -> str:

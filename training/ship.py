@@ -13,9 +13,9 @@ import shutil
 from pathlib import Path
 
 from facepose.weights import WEIGHTS_DIR, load_last_stage, update_manifest
+from support.paths import AFLW2000
 
 from .aflw2000 import load_aflw2000
-from .paths import AFLW2000
 
 REFERENCE = Path(__file__).resolve().parent.parent / "tests" / "data" / "aflw2000_reference.json"
 

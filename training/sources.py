@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from facepose.image import ImageError, load_image
+from support.paths import AFLW_FACES, WIDER_TRAIN
 
 from .aflw2000 import teacher_box
-from .paths import AFLW_FACES, WIDER_TRAIN
 
 __all__ = ["Photo", "aflw_faces", "wider_face", "celeba", "read_wider_boxes", "small_faces"]
 
