@@ -35,14 +35,14 @@ HERE = Path(__file__).resolve().parent
 EXAMPLES = sorted(str(p) for p in (HERE / "examples").glob("*.jpg"))
 TABLE_HEADERS = ["face", "score", "x1", "y1", "x2", "y2", "yaw", "pitch", "roll"]
 MAX_UPLOAD = "50mb"
-# Serving limits (README, "The web demo under load"). Photo requests run one at a time: the networks already
+# Serving limits (docs/app.md, "Under load"). Photo requests run one at a time: the networks already
 # use both cores, so a second concurrent request only slows the first. Requests wait in one queue; beyond
 # QUEUE_SIZE waiting, a request is refused at once with Gradio's "busy, try again" answer (503 for the API).
 PHOTO_CONCURRENCY = 1
 QUEUE_SIZE = 128
 CAMERAS = 4  # live webcam streams at once
 CACHE_CLEANING = (60, 300)  # every 60 s, Gradio deletes the files it served (and uploads) over 5 minutes old
-OUTPUT_FORMAT = "jpeg"  # annotated images: 6 ms to encode at 1280x845, where webp takes 130 ms and png 500 ms
+OUTPUT_FORMAT = "jpeg"  # annotated images: JPEG encodes in a small fraction of the time of WebP or PNG (docs/app.md)
 
 
 def _glibc():
@@ -228,7 +228,7 @@ def build_demo(weights: str | None = None, backend: str = "torch") -> gr.Blocks:
             min_face = gr.Slider(12, 200, value=DEFAULTS.min_face_size, step=1, label="Minimum face size (px)")
             threshold = gr.Slider(0.5, 0.99, value=DEFAULTS.fpnet_threshold, step=0.01, label="Face threshold (last stage)")
             landmarks = gr.Checkbox(value=True, label="Show landmarks")
-            any_rotation = gr.Checkbox(value=False, label="Any rotation (sideways, upside down; photos, ~2x slower)",
+            any_rotation = gr.Checkbox(value=False, label="Any rotation (sideways, upside down; photos, about twice the time)",
                                        elem_id="any_rotation")
         with gr.Tab("Photo"):
             with gr.Row():

@@ -192,8 +192,8 @@ Detector with FPNet: {1000 * s['fpnet_s_per_image']:.0f} ms per photo; with the 
   their biases; AFLW2000's labels are themselves a 3D model fit with known noise at large poses.
 - **In-plane rotation:** the networks learnt upright faces (roll within about +-45 degrees); sideways and
   upside-down faces are found, with their full rotation, only with `any_rotation=True` (the cascade on four
-  quarter turns of the image, about 2.3x the time of upright detection; turned faces from twice the
-  minimum face size), which also adds a few false positives at low scores.
+  quarter turns of the image, at about twice the time of upright detection, measured in
+  [docs/rotation.md](docs/rotation.md); turned faces from twice the minimum face size), which also adds a few false positives at low scores.
 - **Data coverage:** AFLW (Flickr photos) and WIDER FACE skew toward adults, and their demographic composition
   is not documented; accuracy across skin tones, ages and cultures has not been measured. Do not assume equal
   performance across groups.
