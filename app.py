@@ -25,8 +25,8 @@ from gradio.data_classes import ImageData
 from PIL import Image
 
 from facepose import DetectorConfig, FacePoseDetector, ImageError, load_image
-from facepose.draw import draw_faces
-from facepose.plot3d import rotation_figure
+from facepose.draw import draw_faces, face_numbers
+from facepose.plot3d import head_figure
 from facepose.timeline import pose_timeline
 from facepose.tracker import FacePoseTracker
 from facepose.video import VideoError, annotate_video, jsonl_path
@@ -156,10 +156,11 @@ class Demo:
         start = time.perf_counter()
         faces = det.detect(pixels)
         ms = 1000 * (time.perf_counter() - start)
-        rows = [[i + 1, round(f.score, 3), *(round(v, 1) for v in f.box),
-                 *(round(v, 1) if v is not None else None for v in (f.yaw, f.pitch, f.roll))] for i, f in enumerate(faces)]
+        numbers = face_numbers(faces)  # one number per face: the picture, the 3D view, the table and the JSON
+        rows = [[n, round(f.score, 3), *(round(v, 1) for v in f.box),
+                 *(round(v, 1) if v is not None else None for v in (f.yaw, f.pitch, f.roll))] for n, f in zip(numbers, faces)]
         report = {"width": int(pixels.shape[1]), "height": int(pixels.shape[0]), "pose_available": det.pose_available,
-                  "faces": [f.to_dict() for f in faces]}
+                  "faces": [{"face": n, **f.to_dict()} for n, f in zip(numbers, faces)]}
         path = self.json_files.path("detections.json")
         path.write_text(json.dumps(report, indent=1))
         if not faces:
@@ -169,10 +170,11 @@ class Demo:
             status = f"**{len(faces)} face{'s' if len(faces) > 1 else ''}** in {ms:.0f} ms ({pixels.shape[1]}x{pixels.shape[0]} px)."
             if not det.pose_available:
                 status += " These weights have no trained pose head: no angles."
-        annotated = draw_faces(pixels, faces, landmarks=landmarks)
+        annotated = draw_faces(pixels, faces, landmarks=landmarks, numbers=numbers)
+        figure = head_figure(faces, pixels.shape[1], pixels.shape[0], numbers)
         del pixels
         self.release_memory()
-        return annotated, rotation_figure(faces), rows, str(path), status
+        return annotated, figure, rows, str(path), status
 
     def stream(self, frame, min_face_size: float, threshold: float, landmarks: bool, state: dict | None):
         """One webcam frame -> annotated frame, frame-rate text, this session's state (its tracker and the

@@ -9,7 +9,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .detector import Face
 
-__all__ = ["AXIS_COLORS", "axis_endpoints", "draw_faces"]
+__all__ = ["AXIS_COLORS", "axis_endpoints", "face_numbers", "draw_faces"]
 
 AXIS_COLORS = ((230, 25, 25), (25, 200, 25), (40, 80, 255))  # x red, y green, z blue (Hopenet, 6DRepNet)
 BOX_COLOR = (255, 200, 0)
@@ -43,18 +43,26 @@ def axis_endpoints(rotation: Sequence[Sequence[float]], center: tuple[float, flo
     return [(cx + length * r[0, k], cy - length * r[1, k]) for k in range(3)]
 
 
-def draw_faces(image: Image.Image | np.ndarray, faces: Sequence[Face], landmarks: bool = True, axes: bool = True) -> Image.Image:
-    """A copy of ``image`` (RGB) with each face's box and score, landmarks and head axes drawn."""
+def face_numbers(faces: Sequence[Face]) -> list[int]:
+    """The number each face goes by in the picture, the 3D view, the table and the JSON: a tracked face's
+    ``track_id``, else its place in the list from 1 (best first)."""
+    return [getattr(f, "track_id", i + 1) for i, f in enumerate(faces)]
+
+
+def draw_faces(image: Image.Image | np.ndarray, faces: Sequence[Face], landmarks: bool = True, axes: bool = True,
+               numbers: Sequence[int] | None = None) -> Image.Image:
+    """A copy of ``image`` (RGB) with each face's number, box and score, landmarks and head axes drawn;
+    ``numbers`` default to ``face_numbers(faces)``."""
     canvas = Image.fromarray(image) if isinstance(image, np.ndarray) else image.convert("RGB")
     canvas = canvas.copy()
     draw = ImageDraw.Draw(canvas)
     scale = max(canvas.size) / 640
     width = max(1, round(2 * scale))
     font_size = max(10, round(12 * scale))
-    for face in faces:
+    for number, face in zip(face_numbers(faces) if numbers is None else numbers, faces):
         x1, y1, x2, y2 = face.box
         draw.rectangle((x1, y1, x2, y2), outline=BOX_COLOR, width=width)
-        label = f"{face.score:.2f}"
+        label = f"#{number} {face.score:.2f}"
         if face.yaw is not None:
             label += f"  y{face.yaw:+.0f} p{face.pitch:+.0f} r{face.roll:+.0f}"
         text = _label(label, font_size)

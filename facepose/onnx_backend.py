@@ -110,7 +110,7 @@ class OnnxNet:
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
         # Idle pool threads sleep instead of spinning: the cascade's own torch/numpy steps run between the
-        # sessions' calls, and three spinning pools took the cores from them (the detector ran 1.8x slower).
+        # sessions' calls, and three spinning pools would take the cores from them.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:

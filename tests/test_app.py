@@ -1,6 +1,7 @@
 """The web demo: in a real headless Chromium (Debian's), through gradio_client, and its handlers directly."""
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -43,7 +44,9 @@ def test_handler_outputs(demo):
     assert Path(json_path).read_text().count('"score"') == 3
     assert demo.base.pose_available  # the packaged weights carry a trained pose head
     assert all(isinstance(r[6], float) for r in rows)
-    assert len(figure.data) == 3 * 7  # per face: 3 lines, 3 cones, 1 label trace
+    assert [t.name for t in figure.data if t.type == "mesh3d"] == [f"face {r[0]}" for r in rows]  # a head per row
+    assert list(figure.data[-1].text) == [str(r[0]) for r in rows]  # numbered as in the table
+    assert [f["face"] for f in json.loads(Path(json_path).read_text())["faces"]] == [r[0] for r in rows]
     import plotly.graph_objects as go
 
     go.Figure(figure.to_dict())  # the spec, built without validation for speed, passes Plotly's validation
@@ -116,6 +119,38 @@ def test_browser_upload(server, tmp_path):
 @pytest.mark.slow  # browser
 @needs_chromium
 @needs_photos
+def test_browser_3d_view_has_a_numbered_head_per_face(server, tmp_path):
+    """After a detection on a crew photo the 3D view shows one head per face, numbered as in the table;
+    the screenshot of the view is kept with the test's output (FACEPOSE_SCREENSHOTS to look at it)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = launch_browser(p)
+        page = browser.new_page(viewport={"width": 1400, "height": 1600})
+        page.goto(server)
+        page.locator("input[type=file]").first.set_input_files(str(PHOTOS / "nasa_iss_expedition_1.jpg"))
+        page.wait_for_function("document.querySelector('#status').innerText.includes('faces')", timeout=60_000)
+        page.wait_for_function("(document.querySelector('#plot3d .js-plotly-plot') || {}).data !== undefined", timeout=60_000)
+        page.wait_for_selector("#plot3d .gl-container canvas, #plot3d canvas", timeout=30_000)
+        page.locator("#faces [data-testid='cell-0-0']").wait_for(timeout=30_000)
+        plot = page.evaluate("""() => {
+            const d = document.querySelector('#plot3d .js-plotly-plot').data;
+            return {heads: d.filter(t => t.type === 'mesh3d').map(t => t.name),
+                    numbers: Array.from(d[d.length - 1].text)};
+        }""")
+        table = []
+        while page.locator(f"#faces [data-testid='cell-{len(table)}-0']").count():
+            table.append(page.locator(f"#faces [data-testid='cell-{len(table)}-0']").inner_text().strip())
+        page.locator("#plot3d").screenshot(path=str(shots(tmp_path) / "view3d.png"))
+        browser.close()
+    assert len(table) >= 3, table
+    assert plot["heads"] == [f"face {n}" for n in table]
+    assert plot["numbers"] == table
+
+
+@pytest.mark.slow  # browser
+@needs_chromium
+@needs_photos
 def test_browser_live_webcam(server, tmp_path):
     from playwright.sync_api import sync_playwright
 
@@ -170,7 +205,8 @@ def test_load_short(tmp_path):
     """A short load test (benchmarks/load.py) on its own server with a small queue: a burst larger than the
     queue is served or refused with the busy answer, none broken; a short soak keeps the temp folder bounded
     (the outbox keeps its newest files only; identical answers share one file in Gradio's cache)."""
-    from benchmarks.load import DEFAULT_PHOTO, burst, soak, start_server
+    from benchmarks.load import DEFAULT_PHOTO, burst, soak
+    from support.server import start_server
 
     server = start_server(temp=tmp_path / "server", args=["--queue-size", "3"])
     try:
