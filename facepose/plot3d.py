@@ -77,7 +77,8 @@ def head_figure(faces: Sequence[Face], width: int, height: int, numbers: Sequenc
         points = (centre + HEAD_WIDTH * size * vertices @ r.T).astype(np.float32)  # head frame -> camera frame, pixels
         colour = FACE_COLORS[(number - 1) % len(FACE_COLORS)]
         data.append(dict(
-            type="mesh3d", x=points[:, 0], y=points[:, 1], z=points[:, 2], i=triangles[:, 0], j=triangles[:, 1], k=triangles[:, 2], color=colour, opacity=1.0, flatshading=True,
+            type="mesh3d", x=points[:, 0], y=points[:, 1], z=points[:, 2],
+            i=triangles[:, 0], j=triangles[:, 1], k=triangles[:, 2], color=colour, opacity=1.0, flatshading=True,
             lighting=dict(ambient=0.55, diffuse=0.7, specular=0.1), name=f"face {number}", hovertemplate=_hover(number, face),
         ))
         for k in range(3):
