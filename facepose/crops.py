@@ -10,7 +10,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["integral_image", "area_bins", "crop_windows", "crop_resize", "cut_crops", "padded_crops", "crops_to_uint8"]
+__all__ = ["integral_image", "area_bins", "crop_windows", "crop_resize", "cut_crops", "padded_crops", "CONTEXT", "grown",
+           "rotate_crops", "turned_crops", "turn_about", "crops_to_uint8"]
 
 
 def integral_image(image: torch.Tensor) -> torch.Tensor:
@@ -130,6 +131,68 @@ def padded_crops(image: torch.Tensor, boxes: torch.Tensor, size: int) -> tuple[t
             piece = F.pad(piece, (max(-x1, 0), max(x2 - width, 0), max(-y1, 0), max(y2 - height, 0)))
         crops.append(F.adaptive_avg_pool2d(piece[None].float(), size))
     return (torch.cat(crops) if crops else torch.zeros(0, 3, size, size, device=image.device)), valid
+
+
+CONTEXT = 1.5  # a turned crop is cut from the box grown this much: room for any turn of the box (sqrt 2) and a shift
+
+
+def grown(boxes: torch.Tensor, factor: float) -> torch.Tensor:
+    """``(N, 4)`` boxes grown ``factor`` times about their centres."""
+    centre, half = (boxes[:, :2] + boxes[:, 2:]) / 2, (boxes[:, 2:] - boxes[:, :2]) / 2 * factor
+    return torch.cat((centre - half, centre + half), 1)
+
+
+def rotate_crops(context: torch.Tensor, angles: torch.Tensor, size: int, scale: torch.Tensor | None = None,
+                 shift: torch.Tensor | None = None) -> torch.Tensor:
+    """``size x size`` crops from the middle of wider crops, the picture turned counter-clockwise as displayed.
+
+    Args:
+        context: ``(N, C, S, S)`` crops of boxes grown ``S / size`` times about their centres (same scale).
+        angles: ``(N,)`` degrees, counter-clockwise as displayed: a head with rotation ``R`` in the context
+            has ``Rz(angle) R`` in the crop (camera frame: x right, y up, z toward the viewer).
+        scale: ``(N,)`` zoom of the sampled window (1: the box), or None.
+        shift: ``(N, 2)`` shift of the window's centre in units of half the crop's side (x right, y down), or None.
+
+    Returns:
+        ``(N, C, size, size)``, bilinear; 0 where the window leaves the context. With no turn, zoom or shift,
+        exactly the context's middle ``size x size`` pixels.
+    """
+    n = len(context)
+    t = torch.deg2rad(angles.to(torch.float32).cpu())
+    c, s = torch.cos(t), torch.sin(t)
+    k = size / context.shape[-1] * (scale.cpu() if scale is not None else torch.ones(n))
+    theta = torch.zeros(n, 2, 3)
+    # the output point p (x right, y down) samples the context at M p: M turns the picture counter-clockwise
+    theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = k * c, -k * s, k * s, k * c
+    if shift is not None:
+        theta[:, :, 2] = size / context.shape[-1] * shift.cpu()
+    grid = F.affine_grid(theta, [n, context.shape[1], size, size], align_corners=False).to(context.device)
+    return F.grid_sample(context.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def turned_crops(image: torch.Tensor, boxes: torch.Tensor, angles: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``size x size`` crops of ``boxes (N, 4)`` of ``image (1, 3, H, W)`` (0-255), each turned counter-clockwise
+    by ``angles (N,)`` degrees about its centre (black outside the image): a head rolled by ``angle`` is cut
+    upright. The box grown ``CONTEXT`` times is area-resized first (``padded_crops``), then turned at that
+    scale, as training cuts its turned crops. Returns the crops and the ``(N,)`` mask of boxes with any window."""
+    context, valid = padded_crops(image, grown(boxes, CONTEXT), round(size * CONTEXT))
+    return rotate_crops(context, angles[valid], size), valid
+
+
+def turn_about(points: torch.Tensor, centres: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    """Points ``(N, ..., 2)`` (x, y in pixels) found in crops turned by ``angles (N,)`` about ``centres (N, 2)``
+    (``turned_crops``), at the crop's scale, as if the crop had not been turned -> the same points in the image.
+
+    >>> turn_about(torch.tensor([[[10.0, 0.0]]]), torch.zeros(1, 2), torch.tensor([90.0])).round().abs().tolist()
+    [[[0.0, 10.0]]]
+    """
+    t = torch.deg2rad(angles.to(points.dtype))
+    c, s = torch.cos(t), torch.sin(t)
+    shape = (-1,) + (1,) * (points.dim() - 2)
+    c, s = c.reshape(shape), s.reshape(shape)
+    centres = centres.reshape(centres.shape[:1] + (1,) * (points.dim() - 2) + (2,))
+    d = points - centres
+    return centres + torch.stack((c * d[..., 0] - s * d[..., 1], s * d[..., 0] + c * d[..., 1]), -1)
 
 
 def crops_to_uint8(crops: torch.Tensor) -> torch.Tensor:

@@ -129,8 +129,8 @@ def tiny_dataset(tmp_path_factory):
     build(["--out", str(data), "--limit", "3", "--chunk", "5", "--calibration-photos", "20"])
     return data
 
-@pytest.mark.slow  # training
 
+@pytest.mark.slow  # training
 def test_dataset_shards_hold_labelled_crops(tiny_dataset):
     from training.samples import KIND, load_samples
 
@@ -147,8 +147,8 @@ def test_dataset_shards_hold_labelled_crops(tiny_dataset):
     assert torch.allclose(torch.linalg.det(r), torch.ones(len(r), dtype=torch.float64), atol=1e-4)
     assert torch.allclose(matrix_to_euler(r), train.angles[posed].double(), atol=1e-3)
 
-@pytest.mark.slow  # training
 
+@pytest.mark.slow  # training
 def test_dataset_rebuild_is_resumable(tiny_dataset):
     from training.build_dataset import main as build
 
@@ -158,8 +158,8 @@ def test_dataset_rebuild_is_resumable(tiny_dataset):
     assert json.loads((tiny_dataset / "manifest.json").read_text())["shards"] == json.loads(before)["shards"]
     assert {p.name: p.stat().st_mtime_ns for p in (tiny_dataset / "shards").iterdir()} == shards  # none rewritten
 
-@pytest.mark.slow  # training
 
+@pytest.mark.slow  # training
 def test_thesis_recipe_trains_the_whole_network(tiny_dataset, tmp_path):
     """Two steps of the thesis recipe log to TensorBoard and save a checkpoint marked trained, with the
     thesis' architecture, whose O-Net layers learned as well (they start random)."""
@@ -179,8 +179,8 @@ def test_thesis_recipe_trains_the_whole_network(tiny_dataset, tmp_path):
     assert any(p.name.startswith("events.out.tfevents") for p in out.iterdir())
     assert json.loads((out / "args.json").read_text())["recipe"]["name"] == "thesis"
 
-@pytest.mark.slow  # training
 
+@pytest.mark.slow  # training
 def test_shipped_recipes_keep_onet_frozen(tiny_dataset, tmp_path):
     """The shipped FPNet's two runs learn only the pose part: every O-Net tensor stays bit for bit. The
     second grows the first run's branch, starting from its network exactly."""
@@ -195,7 +195,7 @@ def test_shipped_recipes_keep_onet_frozen(tiny_dataset, tmp_path):
     assert not torch.allclose(net.rotation.bias, torch.tensor([1.0, 0, 0, 0, 1, 0]))
     assert best["epoch"] == 1
 
-    with pytest.raises(SystemExit, match="does not grow one"):
+    with pytest.raises(SystemExit, match="starts from onet"):
         train(["--recipe", "branch", "--init", str(out / "best.safetensors"), "--data", str(tiny_dataset),
                "--out", str(tmp_path / "branch-init"), "--epochs", "1", "--max-steps", "1"])
     with pytest.raises(SystemExit, match="pass --init"):
@@ -226,8 +226,8 @@ def test_grown_branch_starts_as_the_smaller_one():
     with pytest.raises(ValueError, match="not a smaller FPNetBranch"):
         grown.load_smaller_branch({**small.state_dict(), "extra.weight": torch.zeros(1)})
 
-@pytest.mark.slow  # training
 
+@pytest.mark.slow  # training
 def test_resuming_with_another_recipe_is_refused(tiny_dataset, tmp_path):
     from training.train import main as train
 
@@ -237,10 +237,15 @@ def test_resuming_with_another_recipe_is_refused(tiny_dataset, tmp_path):
         train(["--recipe", "thesis", "--data", str(tiny_dataset), "--out", str(out), "--epochs", "2", "--max-steps", "1"])
 
 
-def test_recipes_are_the_three_named_ones():
+def test_recipes_are_the_named_ones():
     from training.recipes import RECIPES, Recipe
 
-    assert sorted(RECIPES) == ["branch", "shipped", "thesis"]
+    assert sorted(RECIPES) == ["branch", "shipped", "thesis", "turned"]
+    turned = RECIPES["turned"]
+    assert (turned.init, turned.train_detection, turned.sizes) == ("finetune", False, RECIPES["shipped"].sizes) and turned.turn > 0
+    with pytest.raises(ValueError, match="turns move the face"):
+        thesis_like = RECIPES["thesis"]
+        thesis_like.replace(turn=0.5)
     branch, shipped, thesis = RECIPES["branch"], RECIPES["shipped"], RECIPES["thesis"]
     assert (branch.arch, branch.init, branch.train_detection) == ("fpnet_branch", "onet", False)
     assert (shipped.arch, shipped.init, shipped.train_detection) == ("fpnet_branch", "grow", False)
@@ -319,3 +324,38 @@ def test_augmentation_keeps_labels_valid():
     moved = jitter_crops(dot.expand(64, -1, -1, -1), gen, 0.1, 0.0)
     centres = (moved[:, 0].sum(1) * torch.arange(48)).sum(1) / moved[:, 0].sum((1, 2))  # x centre of mass
     assert (centres - 23.5).abs().max() <= 0.1 * 48 + 0.5 and (centres - 23.5).abs().max() > 1
+
+
+def test_turned_crops_and_labels_turn_together():
+    """A crop cut turned by 90 degrees is the picture turned by a quarter (torch.rot90, as facepose.turns), its
+    label is Rz(90) R (turns.turn_matrix), and points found in a turned crop map back into the image."""
+    from facepose.crops import rotate_crops, turn_about
+    from facepose.rotation import euler_to_matrix, matrix_to_sixd, sixd_to_matrix
+    from facepose.turns import turn_matrix
+    from training.augment import turn_crops, turned_labels
+
+    context = torch.rand(2, 3, 72, 72, generator=torch.Generator().manual_seed(0)) * 255
+    middle = context[..., 12:60, 12:60]
+    assert torch.allclose(turn_crops(context, torch.zeros(2)), middle, atol=0.01)
+    for k in (1, 2, 3):
+        assert torch.allclose(turn_crops(context, torch.full((2,), 90.0 * k)), torch.rot90(middle, k, dims=(-2, -1)), atol=0.01)
+    r = euler_to_matrix(torch.tensor([20.0, -60.0]).double(), torch.tensor([-10.0, 15.0]).double(), torch.tensor([5.0, -30.0]).double())
+    turned = sixd_to_matrix(turned_labels(matrix_to_sixd(r), torch.tensor([90.0, 270.0])))
+    assert torch.allclose(turned[0], turn_matrix(1, torch.float64) @ r[0], atol=1e-9)
+    assert torch.allclose(turned[1], turn_matrix(3, torch.float64) @ r[1], atol=1e-9)
+    # a bright pixel at (x, y) = (50, 20) of the context, seen in the crop turned by 30 degrees
+    dot = torch.zeros(1, 1, 72, 72)
+    dot[0, 0, 20, 50] = 1.0
+    crop = rotate_crops(dot, torch.tensor([30.0]), 48)[0, 0]
+    y, x = divmod(int(crop.argmax()), 48)
+    back = turn_about(torch.tensor([[[x + 0.5 + 12, y + 0.5 + 12]]]), torch.tensor([[36.0, 36.0]]), torch.tensor([30.0]))
+    assert torch.allclose(back[0, 0], torch.tensor([50.5, 20.5]), atol=1.0)
+
+
+@pytest.mark.slow  # training
+def test_turned_recipe_needs_context_crops(tiny_dataset, tmp_path):
+    """The turned recipe fine-tunes a trained network and refuses a data set without context crops."""
+    from training.train import main as train
+
+    with pytest.raises(SystemExit, match="trains on from a trained network"):
+        train(["--recipe", "turned", "--data", str(tiny_dataset), "--out", str(tmp_path / "a"), "--max-steps", "1"])

@@ -1,4 +1,5 @@
-"""Photometric augmentation of normalised 48x48 crops: the pose and box labels of a crop stay valid.
+"""Augmentation of normalised 48x48 crops: photometric (the pose and box labels stay valid), jitter, and
+turns in the image plane cut from wider context crops (the rotation label turns with the crop).
 
 Used with the O-Net detection teacher, which answers for the augmented crop itself, so every augmented
 crop is a fresh, correctly labelled detection sample. The low-resolution step imitates the small,
@@ -10,7 +11,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["augment_crops", "jitter_crops"]
+from facepose.crops import rotate_crops
+
+__all__ = ["augment_crops", "jitter_crops", "turn_crops", "turned_labels"]
 
 _LOW, _HIGH = -127.5 / 128, 127.5 / 128  # the normalised range of 0..255
 
@@ -78,3 +81,29 @@ def jitter_crops(x: torch.Tensor, gen: torch.Generator, shift: float = 0.06, zoo
     theta[:, 0, 2], theta[:, 1, 2] = tx, ty
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def turn_crops(context: torch.Tensor, angles: torch.Tensor, gen: torch.Generator | None = None, shift: float = 0.0,
+               zoom: float = 0.0, size: int = 48) -> torch.Tensor:
+    """``size x size`` crops cut from wider crops (``facepose.crops.rotate_crops``), each turned counter-clockwise
+    by ``angles (N,)`` degrees (the head's rotation becomes ``Rz(angle) R``, ``turned_labels``), with random
+    shifts up to ``shift`` of the side and zooms ``1 +- zoom`` (as ``jitter_crops``) when ``gen`` is given.
+    ``context``: ``(N, 3, S, S)`` 0-255 crops of each box grown ``S / size`` times, at the box's scale; where a
+    window leaves it, the crop is black."""
+    n = len(context)
+    scale = shifts = None
+    if gen is not None and (shift or zoom):
+        scale = 1 + zoom * (2 * torch.rand(n, generator=gen) - 1)
+        shifts = shift * 2 * (2 * torch.rand(n, 2, generator=gen) - 1)
+    return rotate_crops(context, angles, size, scale, shifts)
+
+
+def turned_labels(sixd: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    """``(N, 6)`` head rotations -> the rotations of the same heads in the picture turned counter-clockwise by
+    ``angles (N,)`` degrees: ``Rz(angle) R`` in the camera frame (x right, y up, z toward the viewer)."""
+    from facepose.rotation import matrix_to_sixd, sixd_to_matrix
+
+    t = torch.deg2rad(angles.to(sixd.dtype))
+    c, s, zero, one = torch.cos(t), torch.sin(t), torch.zeros_like(t), torch.ones_like(t)
+    rz = torch.stack((c, -s, zero, s, c, zero, zero, zero, one), 1).reshape(-1, 3, 3)
+    return matrix_to_sixd(rz @ sixd_to_matrix(sixd))

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from facepose.boxes import box_overlap
 from facepose.cascade import run_cascade
 from facepose.config import DetectorConfig
-from facepose.crops import crops_to_uint8, cut_crops, integral_image
+from facepose.crops import CONTEXT, crops_to_uint8, cut_crops, grown, integral_image, padded_crops
 from facepose.nets import CascadeNets
 from facepose.rotation import matrix_to_euler, matrix_to_sixd
 from facepose.weights import WEIGHTS_DIR, load_last_stage, load_pnet, load_rnet
@@ -46,6 +46,19 @@ POS_IOU, PART_IOU, NEG_IOU = 0.65, 0.4, 0.3
 # Median box of the teacher crop relative to O-Net's face box (x1, y1, x2, y2 offsets in units of the
 # box's width/height), measured on AFLW face crops; recomputed by each build and stored in the manifest.
 DEFAULT_TEACHER_BOX = (-0.25, -0.3, 0.25, 0.05)
+# Each sample also keeps a wider crop, its box grown CONTEXT times at the same scale (CONTEXT_SIZE px), black
+# outside the photo: training turns and shifts the face inside it and cuts the 48x48 crop from real surroundings.
+CONTEXT_SIZE = round(48 * CONTEXT)
+
+
+def context_crops(pixels: torch.Tensor, boxes: np.ndarray) -> np.ndarray:
+    """``(N, CONTEXT_SIZE, CONTEXT_SIZE, 3)`` uint8 crops of ``boxes (N, 4)`` grown ``CONTEXT`` times about their
+    centre, from ``pixels (1, 3, H, W)``, black where they leave it."""
+    out = np.zeros((len(boxes), CONTEXT_SIZE, CONTEXT_SIZE, 3), np.uint8)
+    if len(boxes):
+        crops, valid = padded_crops(pixels, grown(torch.as_tensor(boxes, dtype=torch.float32), CONTEXT), CONTEXT_SIZE)
+        out[valid.numpy()] = crops_to_uint8(crops).numpy()
+    return out
 
 
 def is_validation(key: str, every: int = 20) -> bool:
@@ -71,6 +84,7 @@ class Cascade:
 
     boxes: np.ndarray  # (N, 4) squared R-Net boxes (FPNet's input windows)
     crops: np.ndarray  # (N, 48, 48, 3) uint8
+    context: np.ndarray  # (N, CONTEXT_SIZE, CONTEXT_SIZE, 3) uint8: the same boxes grown CONTEXT times
     detections: np.ndarray  # (D, 4) O-Net's final boxes
     det_marks: np.ndarray  # (D, 5, 2)
     det_scores: np.ndarray  # (D,)
@@ -92,6 +106,7 @@ class Labeller:
         boxes, crops = run.last_stage_input()  # normalised: (x - 127.5) / 128, exact in float32 both ways
         det = run.detections
         return Cascade(boxes.numpy().astype(np.float64), crops_to_uint8(crops * 128 + 127.5).numpy(),
+                       context_crops(image, boxes.numpy()),
                        det.boxes.numpy().astype(np.float64), det.landmarks.numpy(), det.scores.numpy())
 
     def inside_boxes(self, face: np.ndarray, eyes: np.ndarray | None, count: int) -> np.ndarray:
@@ -239,7 +254,7 @@ class Builder:
             kind[self.rng.choice(negatives, len(negatives) - self.max_negatives, replace=False)] = -1
         keep = kind >= 0
         samples = {
-            "crops": c.crops[keep], "kind": kind[keep], "box": offsets_to(c.boxes[keep], target[keep]),
+            "crops": c.crops[keep], "context": c.context[keep], "kind": kind[keep], "box": offsets_to(c.boxes[keep], target[keep]),
             "face_key": np.array([f"{photo.key}#{f}" if f >= 0 else "" for f in face_of[keep]]),
         }
         # negatives from inside faces, around the eyes: one per learnable face of at least 30 px
@@ -247,10 +262,12 @@ class Builder:
                   if not ignore[f] and faces[f][2] - faces[f][0] >= 30]
         if inside:
             image = torch.from_numpy(np.ascontiguousarray(photo.pixels)).permute(2, 0, 1).float()
-            crops, ok = cut_crops(integral_image(image), torch.from_numpy(np.concatenate(inside)).float(), 48)
+            boxes = torch.from_numpy(np.concatenate(inside)).float()
+            crops, ok = cut_crops(integral_image(image), boxes, 48)
             if ok.any():
                 m = len(crops)
-                extra = {"crops": crops_to_uint8(crops).numpy(), "kind": np.full(m, KIND["inside"], np.int8),
+                extra = {"crops": crops_to_uint8(crops).numpy(), "context": context_crops(image[None], boxes[ok].numpy()),
+                         "kind": np.full(m, KIND["inside"], np.int8),
                          "box": np.zeros((m, 4), np.float32), "face_key": np.array([""] * m)}
                 samples = {k: np.concatenate([samples[k], extra[k]]) for k in samples}
         return samples, requests

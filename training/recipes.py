@@ -22,9 +22,10 @@ class Recipe:
         summary: one paragraph for the model card.
         arch: the last-stage architecture (``facepose.nets.ARCHITECTURES``): ``fpnet`` or ``fpnet_branch``.
         sizes: its sizes (``fpnet_branch``: ``pose_channels``, ``pose_hidden``, ``pose_early``).
-        init: ``onet`` (MTCNN's O-Net weights, rotation part random), ``scratch`` (all random) or
+        init: ``onet`` (MTCNN's O-Net weights, rotation part random), ``scratch`` (all random),
             ``grow`` (a trained ``fpnet_branch`` without early maps, given as ``train --init FILE``, grown to
-            ``sizes``: its weights kept, the new maps joining at zero).
+            ``sizes``: its weights kept, the new maps joining at zero) or ``finetune`` (a trained
+            ``fpnet_branch`` of the same sizes, ``train --init FILE``, trained on).
         train_detection: True: the whole network learns face score (cross-entropy on IoU labels, with
             ``mining``), box regression (L2) and rotation; False: O-Net stays frozen and only the rotation
             part learns, from the positives that carry a teacher rotation.
@@ -35,6 +36,9 @@ class Recipe:
         jitter: crop shifts (6% of the side) and zooms (8%) times this (0: off); moves the face in the crop,
             so only where no box is learned.
         augment: share of crops given photometric augmentation and low resolution.
+        turn: share of crops turned in the image plane by a uniform random angle (0-360 degrees), cut from
+            the data set's context crops, their rotation label turned with them (``Rz(angle) R``); every
+            crop is then cut from its context crop, jitter included. Only where no box is learned.
     """
 
     name: str
@@ -54,14 +58,18 @@ class Recipe:
     mirror: bool = True
     jitter: float = 0.0
     augment: float = 0.0
+    turn: float = 0.0
 
     def __post_init__(self) -> None:
         checks = [
             (self.arch in ("fpnet", "fpnet_branch"), f"arch must be fpnet or fpnet_branch, not {self.arch!r}"),
-            (self.init in ("onet", "scratch", "grow"), f"init must be onet, scratch or grow, not {self.init!r}"),
+            (self.init in ("onet", "scratch", "grow", "finetune"),
+             f"init must be onet, scratch, grow or finetune, not {self.init!r}"),
             (self.train_detection or self.init != "scratch", "a frozen O-Net needs its weights: init='onet'"),
-            (self.init != "grow" or self.arch == "fpnet_branch", "only the fpnet_branch grows"),
+            (self.init not in ("grow", "finetune") or self.arch == "fpnet_branch", "only the fpnet_branch grows or is fine-tuned"),
             (not (self.jitter and self.train_detection), "jitter moves the face in the crop: only with O-Net frozen"),
+            (not (self.turn and self.train_detection), "turns move the face in the crop: only with O-Net frozen"),
+            (0 <= self.turn <= 1, "turn is a share of the crops, between 0 and 1"),
             (self.rotation_loss in ("l2", "geodesic"), f"rotation_loss must be l2 or geodesic, not {self.rotation_loss!r}"),
             (self.mining in ("middle60", "none"), f"mining must be middle60 or none, not {self.mining!r}"),
             (self.epochs > 0 and self.batch_size > 0 and self.lr > 0, "epochs, batch_size and lr must be positive"),
@@ -104,6 +112,17 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
         arch="fpnet_branch", sizes={"pose_channels": 64, "pose_hidden": 96, "pose_early": 48}, init="grow",
         train_detection=False, epochs=16, lr=0.0005, dropout=0.1, rotation_loss="geodesic", mining="none",
         negatives_per_positive=0.0, jitter=2.0, augment=0.3,
+    ),
+    Recipe(
+        name="turned",
+        summary="Three runs: the `branch` and `shipped` recipes, then the grown network learns heads at any roll. "
+        "12 more epochs of the same losses and augmentation (Adam lr 0.0005 x 0.85 per epoch), every crop cut from "
+        "a context crop 1.5 times its box, half of them turned in the image plane by a uniform random angle with "
+        "their label turned alike (R' = Rz(angle) R); the best epoch by the mean of the validation pose errors "
+        "upright and turned (geodesic, against the label) is kept.",
+        arch="fpnet_branch", sizes={"pose_channels": 64, "pose_hidden": 96, "pose_early": 48}, init="finetune",
+        train_detection=False, epochs=12, lr=0.0005, lr_decay=0.85, dropout=0.1, rotation_loss="geodesic",
+        mining="none", negatives_per_positive=0.0, jitter=2.0, augment=0.3, turn=0.5,
     ),
     Recipe(
         name="thesis",

@@ -24,12 +24,13 @@ class Samples:
     sixd: torch.Tensor  # (N, 6) teacher rotation, 6D
     angles: torch.Tensor  # (N, 3) teacher yaw, pitch, roll (nan without pose)
     has_pose: torch.Tensor  # (N,) bool
+    context: torch.Tensor | None = None  # (N, S, S, 3) uint8: the same boxes grown (build_dataset.CONTEXT), if built
 
     def __len__(self) -> int:
         return len(self.kind)
 
     def subset(self, idx: torch.Tensor) -> Samples:
-        return Samples(*(getattr(self, f)[idx] for f in self.__dataclass_fields__))
+        return Samples(*(None if getattr(self, f) is None else getattr(self, f)[idx] for f in self.__dataclass_fields__))
 
 
 def load_samples(folders: Path | str | list[Path | str], split: str) -> Samples:
@@ -44,11 +45,12 @@ def load_samples(folders: Path | str | list[Path | str], split: str) -> Samples:
     parts = []
     for name, folder in sorted(shards):
         with np.load(folder / "shards" / f"{name}.npz") as z:
-            parts.append({k: z[k] for k in Samples.__dataclass_fields__})
+            parts.append({k: z[k] for k in Samples.__dataclass_fields__ if k in z.files})
     if not parts:
         raise FileNotFoundError(f"no {split} shards in {', '.join(map(str, folders))}; run python -m training.build_dataset first")
-    cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    return Samples(*(torch.from_numpy(cat[f]) for f in Samples.__dataclass_fields__))
+    keys = set.intersection(*(set(p) for p in parts))  # context crops only where every shard has them
+    cat = {k: np.concatenate([p[k] for p in parts]) for k in keys}
+    return Samples(*(torch.from_numpy(cat[f]) if f in cat else None for f in Samples.__dataclass_fields__))
 
 
 def mirror_batch(crops: torch.Tensor, box: torch.Tensor, sixd: torch.Tensor,

@@ -29,7 +29,7 @@ from facepose.nets import ONet, create_last_stage, face_probability
 from facepose.rotation import geodesic_distance, matrix_to_euler, sixd_to_matrix
 from facepose.weights import WEIGHTS_DIR, load_last_stage, save_net
 
-from .augment import augment_crops, jitter_crops
+from .augment import augment_crops, jitter_crops, turn_crops, turned_labels
 from .metrics import angle_errors
 from .recipes import RECIPES, Recipe
 from .samples import KIND, Samples, epoch_indices, load_samples, mirror_batch
@@ -60,8 +60,8 @@ def make_model(recipe: Recipe, init: Path | None = None) -> ONet:
     """The recipe's network, with O-Net's weights where ``init="onet"`` (rotation part random), or grown
     from the trained branch in ``init`` where ``init="grow"``."""
     model = create_last_stage(recipe.arch, dropout=recipe.dropout, **recipe.sizes)
-    if init is not None and recipe.init != "grow":
-        raise SystemExit(f"--init starts a grown network; the {recipe.name!r} recipe does not grow one")
+    if init is not None and recipe.init not in ("grow", "finetune"):
+        raise SystemExit(f"--init starts a grown or fine-tuned network; the {recipe.name!r} recipe starts from {recipe.init}")
     if recipe.init == "grow":
         if init is None:
             raise SystemExit(f"the {recipe.name!r} recipe grows a trained branch: pass --init runs/branch/best.safetensors")
@@ -74,6 +74,13 @@ def make_model(recipe: Recipe, init: Path | None = None) -> ONet:
             model.load_smaller_branch(state)
         except (ValueError, RuntimeError) as e:
             raise SystemExit(f"{init} cannot grow into {recipe.sizes}: {e}") from None
+    elif recipe.init == "finetune":
+        if init is None:
+            raise SystemExit(f"the {recipe.name!r} recipe trains on from a trained network: pass --init FILE.safetensors")
+        start, pose = load_last_stage(init)
+        if start.arch != recipe.arch or start.sizes() != model.sizes() or not pose:
+            raise SystemExit(f"{init} is not a trained {recipe.arch} of sizes {model.sizes()}")
+        model.load_state_dict(start.state_dict())
     elif recipe.init == "onet":
         onet, _ = load_last_stage(WEIGHTS_DIR / "onet.safetensors")
         missing, unexpected = model.load_state_dict(onet.state_dict(), strict=False)
@@ -101,12 +108,22 @@ def rotation_loss(predicted: torch.Tensor, target: torch.Tensor, posed: torch.Te
 def losses(model: ONet, batch: Samples, recipe: Recipe, gen: torch.Generator) -> dict[str, torch.Tensor]:
     """The recipe's losses on one batch (prepared on the CPU, learned from on the model's device);
     ``"loss"`` is their sum."""
-    x = to_input(batch.crops)
+    turning = recipe.turn > 0
+    if turning and batch.context is None:
+        raise SystemExit(f"the {recipe.name!r} recipe cuts turned crops from context crops: rebuild the data set "
+                         "with this version of training.build_dataset")
+    x = (batch.context if turning else batch.crops).permute(0, 3, 1, 2).float()  # 0-255
     box, sixd = batch.box.float(), batch.sixd.float()
     if recipe.mirror:
         flip = torch.rand(len(x), generator=gen) < 0.5
         x, box, sixd = mirror_batch(x, box, sixd, flip)
-    if recipe.jitter:
+    if turning:  # every crop cut from its context crop (black beyond it, as the tracker's turned crops)
+        turned = torch.rand(len(x), generator=gen) < recipe.turn
+        angles = torch.where(turned, 360 * torch.rand(len(x), generator=gen), torch.zeros(len(x)))
+        x = turn_crops(x, angles, gen, 0.06 * recipe.jitter, 0.08 * recipe.jitter)
+        sixd = turned_labels(sixd, angles)
+    x = normalize(x)
+    if recipe.jitter and not turning:
         x = jitter_crops(x, gen, 0.06 * recipe.jitter, 0.08 * recipe.jitter)
     if recipe.augment:
         x = augment_crops(x, gen, recipe.augment)
@@ -132,26 +149,55 @@ def losses(model: ONet, batch: Samples, recipe: Recipe, gen: torch.Generator) ->
     return {"face": face, "box": box_loss, "rotation": rotation, "loss": face + box_loss + rotation}
 
 
+def validation_angles(n: int) -> torch.Tensor:
+    """``(n,)`` fixed turns in degrees for the turned validation: spread over the circle by the golden angle."""
+    return torch.remainder(torch.arange(n, dtype=torch.float64) * 137.50776, 360).float()
+
+
 @torch.inference_mode()
-def evaluate_samples(model: ONet, samples: Samples, batch_size: int = 512) -> dict:
-    """Validation: face accuracy (at 0.5), pose error against the teacher in degrees (yaw, pitch, roll, mean)."""
+def evaluate_samples(model: ONet, samples: Samples, batch_size: int = 512, turned: bool = False) -> dict:
+    """Validation: face accuracy (at 0.5), pose error against the label in degrees (yaw, pitch, roll, mean;
+    ``geodesic``: the angle between rotations). With ``turned`` (and context crops) also ``turned_geodesic``:
+    the pose error on the labelled faces turned by ``validation_angles``, cut from their context crops."""
     model.eval()
-    probs, pred, true = [], [], []
+    device = next(model.parameters()).device
+    probs, pred, true, geo = [], [], [], []
     for i in range(0, len(samples), batch_size):
         b = samples.subset(torch.arange(i, min(i + batch_size, len(samples))))
-        out = model(to_input(b.crops).to(next(model.parameters()).device))
+        out = model(to_input(b.crops).to(device))
         probs.append(face_probability(out.face_logits.cpu()))
         posed = (b.kind == KIND["positive"]) & b.has_pose
         if posed.any():
-            pred.append(matrix_to_euler(sixd_to_matrix(out.sixd.cpu()[posed].double())).numpy())
+            rot = sixd_to_matrix(out.sixd.cpu()[posed].double())
+            pred.append(matrix_to_euler(rot).numpy())
             true.append(b.angles[posed].double().numpy())
+            geo.append(geodesic_distance(rot, sixd_to_matrix(b.sixd[posed].double())))
     prob = torch.cat(probs)
     labelled = samples.kind != KIND["part"]
     correct = (prob[labelled] > 0.5) == (samples.kind[labelled] == KIND["positive"])
     err = angle_errors(np.concatenate(pred), np.concatenate(true)).mean(0) if pred else np.full(3, np.nan)
+    out_metrics = {"face_accuracy": correct.float().mean().item(), "yaw": float(err[0]), "pitch": float(err[1]),
+                   "roll": float(err[2]), "pose_mae": float(err.mean()),
+                   "geodesic": float(torch.rad2deg(torch.cat(geo)).mean()) if geo else float("nan")}
+    if turned and samples.context is not None:
+        posed = samples.subset(torch.nonzero((samples.kind == KIND["positive"]) & samples.has_pose).flatten())
+        angles, errors = validation_angles(len(posed)), []
+        for i in range(0, len(posed), batch_size):
+            b, a = posed.subset(torch.arange(i, min(i + batch_size, len(posed)))), angles[i:i + batch_size]
+            crops = normalize(turn_crops(b.context.permute(0, 3, 1, 2).float(), a))
+            rot = sixd_to_matrix(model(crops.to(device)).sixd.cpu().double())
+            errors.append(geodesic_distance(rot, sixd_to_matrix(turned_labels(b.sixd.double(), a))))
+        out_metrics["turned_geodesic"] = float(torch.rad2deg(torch.cat(errors)).mean())
     model.train()
-    return {"face_accuracy": correct.float().mean().item(), "yaw": float(err[0]), "pitch": float(err[1]),
-            "roll": float(err[2]), "pose_mae": float(err.mean())}
+    return out_metrics
+
+
+def selection_error(metrics: dict) -> float:
+    """What the best epoch minimises: the validation pose error (mean absolute angle error), or with turned
+    crops the mean of the upright and turned geodesic errors."""
+    if "turned_geodesic" in metrics:
+        return (metrics["geodesic"] + metrics["turned_geodesic"]) / 2
+    return metrics["pose_mae"]
 
 
 def train(args: argparse.Namespace) -> dict:
@@ -174,7 +220,7 @@ def train(args: argparse.Namespace) -> dict:
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=recipe.lr)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=recipe.lr_decay)
     gen = torch.Generator().manual_seed(args.seed)
-    start_epoch, best, step = 0, {"pose_mae": float("inf")}, 0
+    start_epoch, best, step = 0, {"selection": float("inf")}, 0
     last = args.out / "last.pt"
     if last.exists():  # resume
         state = torch.load(last, weights_only=True)
@@ -217,14 +263,15 @@ def train(args: argparse.Namespace) -> dict:
             if args.max_steps and step >= args.max_steps:
                 break
         scheduler.step()
-        metrics = evaluate_samples(model, val_set)
+        metrics = evaluate_samples(model, val_set, turned=recipe.turn > 0)
+        metrics["selection"] = selection_error(metrics)
         for k, v in metrics.items():
             writer.add_scalar(f"val/{k}", v, epoch)
         writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], epoch)
         n = max(1, len(range(0, len(order), recipe.batch_size)))
         print(f"epoch {epoch + 1}: " + " ".join(f"{k} {v / n:.4f}" for k, v in sums.items())
               + " | val " + " ".join(f"{k} {v:.3f}" for k, v in metrics.items()), flush=True)
-        if metrics["pose_mae"] < best["pose_mae"] or not math.isfinite(best["pose_mae"]):
+        if metrics["selection"] < best["selection"] or not math.isfinite(best["selection"]):
             best = {**metrics, "epoch": epoch + 1}
             save_net(model, args.out / "best.safetensors", {"pose": "trained", "recipe": recipe.name, "epoch": epoch + 1,
                                                             "val_pose_mae": metrics["pose_mae"]})
