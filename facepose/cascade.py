@@ -17,10 +17,10 @@ import torch
 
 from .boxes import apply_offsets, nms, square
 from .config import DetectorConfig
-from .crops import cut_crops, integral_image, padded_crops
+from .crops import cut_crops, integral_image, padded_crops, turn_about, turned_crops
 from .nets import CascadeNets, ONet, PNet, RNet, face_probability, select_rows
 from .pyramid import pyramid_level, pyramid_scales
-from .rotation import matrix_to_sixd, mirror_matrix, sixd_to_matrix
+from .rotation import matrix_to_sixd, mirror_matrix, sixd_to_matrix, turn_rotations
 
 __all__ = ["STAGES", "Proposals", "Detections", "CascadeRun", "normalize", "pyramid_levels", "propose",
            "propose_levels", "decode_level", "merge_levels", "refine", "last_stage_input", "finish", "finish_crops",
@@ -272,8 +272,16 @@ def run_cascade(nets: CascadeNets, image: torch.Tensor, config: DetectorConfig, 
     return run
 
 
+def _turned_back(boxes: torch.Tensor, around: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    """Boxes found in crops of the boxes ``around`` turned by ``angles`` (as if those crops were upright) ->
+    image boxes of the same size whose centres are turned back about the crops' centres."""
+    centre = turn_about(((boxes[:, :2] + boxes[:, 2:]) / 2)[:, None], (around[:, :2] + around[:, 2:]) / 2, angles)[:, 0]
+    half = (boxes[:, 2:] - boxes[:, :2]) / 2
+    return torch.cat((centre - half, centre + half), 1)
+
+
 def follow(nets: CascadeNets, image: torch.Tensor, boxes: torch.Tensor, config: DetectorConfig,
-           flip_pose: bool | None = None) -> tuple[torch.Tensor, Detections]:
+           flip_pose: bool | None = None, angles: torch.Tensor | None = None) -> tuple[torch.Tensor, Detections]:
     """Stages 2 and 3 on known faces, without P-Net and without NMS between them (a tracker's frame).
 
     Each of ``boxes (N, 4)`` (square windows where the faces are expected in the ``(1, 3, H, W)`` image) is
@@ -282,17 +290,30 @@ def follow(nets: CascadeNets, image: torch.Tensor, boxes: torch.Tensor, config: 
     original MTCNN pads them): a face at the border is cut whole, not stretched from its visible part, so
     its box does not drift. The mirrored crops go through FPNet in the same batch as the crops.
 
+    ``angles (N,)``: each face's last in-plane angle (``rotation.in_plane_angle``), in degrees. Its crops are
+    then cut turned by it (``crops.turned_crops``) so that R-Net and FPNet see the face upright (PCN's idea),
+    and its box, landmarks and rotation are turned back into the image. ``None``: upright crops.
+
     Returns:
         the indices ``(K,)`` of the boxes whose face is still there, and their ``Detections``.
     """
     flip = (config.flip_pose if flip_pose is None else flip_pose) and nets.fpnet.has_rotation
-    crops, valid = padded_crops(image, boxes, 24)
-    index = torch.nonzero(valid).flatten()
+
+    def cut(windows: torch.Tensor, which: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if angles is None:
+            return padded_crops(image, windows, size)
+        return turned_crops(image, windows, angles[which], size)
+
+    index = torch.arange(len(boxes), device=boxes.device)
+    crops, valid = cut(boxes, index, 24)
+    index = index[valid]
     if len(index):
         scores, offsets = nets.rnet(normalize(crops, inplace=True))
         ok = scores > FOLLOW_RNET_THRESHOLD
         index, moved = index[ok], square(apply_offsets(boxes[index[ok]], offsets[ok]))
-        crops, valid = padded_crops(image, moved, 48)
+        if angles is not None:
+            moved = _turned_back(moved, boxes[index], angles[index])
+        crops, valid = cut(moved, index, 48)
         index, moved = index[valid], moved[valid]
     if not len(index):
         return index, Detections.empty(boxes.float(), nets.fpnet.has_rotation)
@@ -301,7 +322,7 @@ def follow(nets: CascadeNets, image: torch.Tensor, boxes: torch.Tensor, config: 
     out = nets.fpnet(torch.cat((crops, crops.flip(-1))) if flip else crops)
     n = len(crops)
     mirrored_sixd, out = out.sixd[n:], type(out)(*(t[:n] for t in out))
-    scores, moved, marks = decode_last_stage(out, moved)
+    scores, found, marks = decode_last_stage(out, moved)
     stays = scores > config.fpnet_threshold
     if not nets.fpnet.has_rotation:
         rotations = scores.new_zeros(int(stays.sum()), 0, 0)
@@ -309,4 +330,9 @@ def follow(nets: CascadeNets, image: torch.Tensor, boxes: torch.Tensor, config: 
         rotations = mean_with_mirrored(out.sixd[stays], mirrored_sixd[stays])
     else:
         rotations = sixd_to_matrix(out.sixd[stays])
-    return index[stays], Detections(moved[stays], scores[stays], marks[stays], rotations)
+    if angles is not None:  # from the turned crops back into the image
+        turn = angles[index]
+        found = _turned_back(found, moved, turn)
+        marks = turn_about(marks, (moved[:, :2] + moved[:, 2:]) / 2, turn)
+        rotations = turn_rotations(rotations, -turn[stays]) if rotations.numel() else rotations
+    return index[stays], Detections(found[stays], scores[stays], marks[stays], rotations)

@@ -170,11 +170,14 @@ class FacePoseDetector:
         return run_cascade(self.nets, image, self.config, flip_pose=self.flip_pose).detections
 
     @torch.inference_mode()
-    def follow(self, image: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, Detections]:
+    def follow(self, image: torch.Tensor, boxes: torch.Tensor, angles: torch.Tensor | None = None) -> tuple[torch.Tensor, Detections]:
         """Known faces on a ``prepare``d image: each of the square ``boxes (N, 4)`` refined by R-Net and FPNet
-        alone (``cascade.follow``). Returns the indices of the boxes whose face is still there and their
-        ``Detections``."""
-        return follow(self.nets, image, boxes.to(self.device), self.config, self.flip_pose)
+        alone (``cascade.follow``), its crops turned upright by ``angles (N,)`` (degrees, each face's last
+        ``rotation.in_plane_angle``) when given. Returns the indices of the boxes whose face is still there and
+        their ``Detections``."""
+        if angles is not None:
+            angles = angles.to(self.device)
+        return follow(self.nets, image, boxes.to(self.device), self.config, self.flip_pose, angles)
 
     def faces(self, det: Detections) -> list[Face]:
         """``Detections`` as ``Face`` records (Python numbers, angles in degrees)."""

@@ -28,6 +28,8 @@ __all__ = [
     "mirror_matrix",
     "mirror_euler",
     "mean_rotation",
+    "turn_rotations",
+    "in_plane_angle",
 ]
 
 
@@ -197,3 +199,25 @@ def mean_rotation(rotations: torch.Tensor, weights: torch.Tensor | None = None) 
     fix = torch.ones(*d.shape, 3, dtype=rotations.dtype, device=rotations.device)
     fix[..., 2] = d
     return (u * fix[..., None, :]) @ vt
+
+
+def turn_rotations(rotation: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    """Head rotations ``(N, 3, 3)`` -> the rotations of the same heads in the picture turned counter-clockwise
+    (as displayed) by ``angles (N,)`` degrees: ``Rz(angle) R`` (z toward the viewer).
+
+    >>> r = turn_rotations(torch.eye(3)[None], torch.tensor([90.0]))
+    >>> [round(v) for v in r[0, :2, 0].tolist()]  # the head's x axis, right before, now points up
+    [0, 1]
+    """
+    return _elementary(2, torch.deg2rad(angles.to(rotation.dtype))) @ rotation
+
+
+def in_plane_angle(rotation: torch.Tensor) -> torch.Tensor:
+    """``(..., 3, 3)`` -> ``(...)`` degrees in -180..180: how far the head's up axis, seen in the picture, leans
+    clockwise from upright (0 upright, 180 upside down). Turning the picture counter-clockwise by it brings the
+    head upright (``turn_rotations``); unlike the Euler roll it stays meaningful at any yaw.
+
+    >>> float(in_plane_angle(euler_to_matrix(torch.tensor(0.0), torch.tensor(0.0), torch.tensor(30.0))).round())
+    30.0
+    """
+    return torch.rad2deg(torch.atan2(rotation[..., 0, 1], rotation[..., 1, 1]))

@@ -19,7 +19,7 @@ from .boxes import box_overlap, square
 from .cascade import Detections
 from .detector import Face, FacePoseDetector
 from .image import ImageInput
-from .rotation import matrix_to_euler
+from .rotation import in_plane_angle, matrix_to_euler
 from .smoothing import OneEuro, OneEuroRotation
 
 __all__ = ["TrackedFace", "FacePoseTracker"]
@@ -45,6 +45,8 @@ class _Track:
     box: np.ndarray  # raw (unsmoothed) box of the last frame
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(4))
     score: float = 0.0
+    angle: float = 0.0  # the face's last in-plane angle (degrees): with any_rotation its crops are cut turned by it
+    missed: int = 0  # frames since it was last seen (a lost track is still looked for where it should be now)
     age: int = 0  # frames it has been reported
     box_filter: OneEuro = field(default_factory=lambda: OneEuro(min_cutoff=1.0, beta=0.02))
     marks_filter: OneEuro = field(default_factory=lambda: OneEuro(min_cutoff=1.0, beta=0.02))
@@ -55,7 +57,9 @@ class FacePoseTracker:
     """Follows faces through a video: ``update(frame, timestamp) -> list[TrackedFace]``.
 
     It uses the detector's public steps only: ``prepare`` a frame, ``detections`` (the whole cascade) and
-    ``follow`` (known faces through R-Net and FPNet).
+    ``follow`` (known faces through R-Net and FPNet). With the detector's ``any_rotation``, the full detections
+    search every quarter turn and each followed face is cut turned by its last in-plane angle, so a head that
+    rolls a full turn keeps its track.
 
     Args:
         detector: the detector whose networks and settings are used (default: the packaged one).
@@ -92,12 +96,21 @@ class FacePoseTracker:
         now = timestamp if timestamp is not None else self.frame_index / self.fps
         dt = 0.0 if self._last_time is None else now - self._last_time
         self._last_time = now
+        # faces lost in the last `every` frames are followed too, from where their motion takes them: one that
+        # R-Net or FPNet let slip for a frame or two (a small face, a fast turn) comes back with its id
+        recent = [(k, t) for k, t in self.lost if self.frame_index - k <= self.every]
+        self.lost = [(k, t) for k, t in self.lost if 3 * self.every >= self.frame_index - k > self.every]
+        lost_at, live = {id(t): k for k, t in recent}, len(self.tracks)
+        self.tracks += [t for _, t in recent]
         found = self._follow(image)  # track index -> (box, score, landmarks, rotation)
+        found = {i: f for i, f in found.items() if i < live or not self._duplicate(f[0], found, live)}
         # a face that had been followed for a while and is gone: look for it (and any other) at once;
         # one that flickers at the threshold waits for the next periodic detection
-        lost = any(t.age >= 3 for i, t in enumerate(self.tracks) if i not in found)
-        self.lost = [(k, t) for k, t in self.lost if self.frame_index - k <= 3 * self.every]
-        self.lost += [(self.frame_index, t) for i, t in enumerate(self.tracks) if i not in found]
+        lost = any(t.age >= 3 for i, t in enumerate(self.tracks[:live]) if i not in found)
+        for i, t in enumerate(self.tracks):
+            if i not in found:
+                t.missed += 1
+                self.lost.append((lost_at.get(id(t), self.frame_index), t))
         self.tracks = [t for i, t in enumerate(self.tracks) if i in found]
         found = {k: found[i] for k, i in enumerate(sorted(found))}
         if self._need_detection or lost or self.frame_index % self.every == 0:
@@ -111,14 +124,22 @@ class FacePoseTracker:
         away from its last one is lost."""
         if not self.tracks:
             return {}
-        last = torch.tensor(np.stack([t.box for t in self.tracks]), dtype=torch.float32)
-        guess = square(torch.tensor(np.stack([t.box + VELOCITY_DAMPING * t.velocity for t in self.tracks]), dtype=torch.float32))
-        index, d = self.detector.follow(image, guess)
+        last = torch.tensor(np.stack([t.box + t.missed * t.velocity for t in self.tracks]), dtype=torch.float32)
+        guess = square(torch.tensor(np.stack([t.box + (t.missed + VELOCITY_DAMPING) * t.velocity for t in self.tracks]),
+                                    dtype=torch.float32))
+        # any_rotation: each face is cut turned by its last in-plane angle, so R-Net and FPNet see it upright
+        angles = torch.tensor([t.angle for t in self.tracks]) if self.detector.config.any_rotation else None
+        index, d = self.detector.follow(image, guess, angles)
         index, d = index.cpu(), Detections(*(t.cpu() for t in (d.boxes, d.scores, d.landmarks, d.rotations)))
         stays = box_overlap(d.boxes, last[index]).diagonal() > MIN_STEP_IOU if len(index) else index.bool()
         rotation = (lambda k: d.rotations[k]) if d.rotations.numel() else (lambda k: None)  # noqa: E731
         return {int(index[k]): (d.boxes[k], d.scores[k], d.landmarks[k], rotation(k))
                 for k in torch.nonzero(stays).flatten().tolist()}
+
+    @staticmethod
+    def _duplicate(box: torch.Tensor, found: dict[int, tuple], live: int) -> bool:
+        """Whether a lost track followed again landed on a face that a live track holds."""
+        return any(float(box_overlap(box[None], f[0][None])[0, 0]) > 0.5 for i, f in found.items() if i < live)
 
     def _detect(self, image: torch.Tensor, found: dict[int, tuple]) -> dict[int, tuple]:
         """The whole cascade: detections that overlap a followed face update nothing (the followed box
@@ -155,10 +176,12 @@ class FacePoseTracker:
         for i, (box, score, marks, rotation) in found.items():
             track = self.tracks[i]
             box = box.cpu().numpy().astype(np.float64)
-            track.velocity = box - track.box if track.score else np.zeros(4)
-            track.box, track.score, track.age = box, float(score), track.age + 1
+            track.velocity = (box - track.box) / (track.missed + 1) if track.score else np.zeros(4)
+            track.box, track.score, track.age, track.missed = box, float(score), track.age + 1, 0
             marks = marks.cpu().numpy().astype(np.float64).reshape(-1)
             r = None if rotation is None or not self.detector.pose_available else rotation.cpu().numpy().astype(np.float64)
+            if r is not None:
+                track.angle = float(in_plane_angle(torch.from_numpy(r)))
             if self.smooth:
                 box, marks = track.box_filter(box, dt), track.marks_filter(marks, dt)
                 r = track.rotation_filter(r, dt) if r is not None else None

@@ -160,3 +160,26 @@ def test_tracker_detects_only_periodically_on_a_still_clip(monkeypatch):
     result = [tracker.update(f, timestamp=i / 30) for i, f in enumerate(frames("still", 30, (640, 480)))]
     assert len(calls) <= 4, f"{len(calls)} full detections in 30 frames"
     assert all(len(faces) >= 2 for faces in result)
+
+
+@pytest.mark.slow  # 150 frames with any_rotation
+@needs_photos
+def test_tracker_follows_heads_through_a_full_turn():
+    """A photo of two faces turning through 360 degrees over 150 frames: with any_rotation each face is found
+    in at least 95% of the frames, under one track id, its roll following the turn."""
+    from collections import Counter
+
+    from facepose import FacePoseDetector
+    from facepose.tracker import FacePoseTracker
+    from support.clips import frames
+
+    tracker = FacePoseTracker(FacePoseDetector(any_rotation=True), every=10)
+    result = [tracker.update(f, timestamp=i / 30) for i, f in enumerate(frames("spin", 150, (640, 480)))]
+    ids = Counter(f.track_id for faces in result for f in faces)
+    steady = [i for i, n in ids.items() if n >= 0.95 * len(result)]
+    assert len(steady) == 2, ids
+    big = max(steady, key=lambda i: max(f.box[2] - f.box[0] for faces in result for f in faces if f.track_id == i))
+    # the picture turns counter-clockwise by 2.4 degrees a frame: the face leans that much further each frame
+    lean = [next(f for f in faces if f.track_id == big).roll for faces in result[:60:10]]
+    expected = [-2.4 * k for k in range(0, 60, 10)]
+    assert all(abs((a - e + 180) % 360 - 180) < 20 for a, e in zip(lean, expected)), (lean, expected)

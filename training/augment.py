@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from facepose.crops import rotate_crops
+from facepose.rotation import matrix_to_sixd, sixd_to_matrix, turn_rotations
 
 __all__ = ["augment_crops", "jitter_crops", "turn_crops", "turned_labels"]
 
@@ -100,10 +101,5 @@ def turn_crops(context: torch.Tensor, angles: torch.Tensor, gen: torch.Generator
 
 def turned_labels(sixd: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
     """``(N, 6)`` head rotations -> the rotations of the same heads in the picture turned counter-clockwise by
-    ``angles (N,)`` degrees: ``Rz(angle) R`` in the camera frame (x right, y up, z toward the viewer)."""
-    from facepose.rotation import matrix_to_sixd, sixd_to_matrix
-
-    t = torch.deg2rad(angles.to(sixd.dtype))
-    c, s, zero, one = torch.cos(t), torch.sin(t), torch.zeros_like(t), torch.ones_like(t)
-    rz = torch.stack((c, -s, zero, s, c, zero, zero, zero, one), 1).reshape(-1, 3, 3)
-    return matrix_to_sixd(rz @ sixd_to_matrix(sixd))
+    ``angles (N,)`` degrees: ``Rz(angle) R`` (``facepose.rotation.turn_rotations``), as 6D."""
+    return matrix_to_sixd(turn_rotations(sixd_to_matrix(sixd), angles))
