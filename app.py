@@ -176,14 +176,15 @@ class Demo:
         self.release_memory()
         return annotated, figure, rows, str(path), status
 
-    def stream(self, frame, min_face_size: float, threshold: float, landmarks: bool, state: dict | None):
+    def stream(self, frame, min_face_size: float, threshold: float, landmarks: bool, state: dict | None,
+               any_rotation: bool = False):
         """One webcam frame -> annotated frame, frame-rate text, this session's state (its tracker and the
         time of its last frame). Faces are followed from frame to frame (``FacePoseTracker``), pose smoothed."""
         now = time.perf_counter()
         state = state or {"last": None, "tracker": None}
         if frame is None:
             return None, "Waiting for the camera...", state
-        det = self.detector(min_face_size, threshold)
+        det = self.detector(min_face_size, threshold, any_rotation)
         if state["tracker"] is None:
             state["tracker"] = FacePoseTracker(det, every=10)
         state["tracker"].detector = det  # the sliders' settings, the same networks
@@ -196,12 +197,12 @@ class Demo:
         return draw_faces(pixels, faces, landmarks=landmarks), text, state
 
 
-    def video(self, path, min_face_size: float, threshold: float, landmarks: bool):
+    def video(self, path, min_face_size: float, threshold: float, landmarks: bool, any_rotation: bool = False):
         """An uploaded video -> annotated video, its JSONL, the pose chart, status message."""
         if path is None:
             return None, None, None, "Upload a video."
         out = self.videos.path("annotated.mp4")
-        tracker = FacePoseTracker(self.detector(min_face_size, threshold), every=10)
+        tracker = FacePoseTracker(self.detector(min_face_size, threshold, any_rotation), every=10)
         start = time.perf_counter()
         try:
             summary = annotate_video(path, out, tracker, landmarks=landmarks)
@@ -230,8 +231,8 @@ def build_demo(weights: str | None = None, backend: str = "torch") -> gr.Blocks:
             min_face = gr.Slider(12, 200, value=DEFAULTS.min_face_size, step=1, label="Minimum face size (px)")
             threshold = gr.Slider(0.5, 0.99, value=DEFAULTS.fpnet_threshold, step=0.01, label="Face threshold (last stage)")
             landmarks = gr.Checkbox(value=True, label="Show landmarks")
-            any_rotation = gr.Checkbox(value=False, label="Any rotation (sideways, upside down; photos, about twice the time)",
-                                       elem_id="any_rotation")
+            any_rotation = gr.Checkbox(value=False, label="Any rotation (sideways, upside down, rolling heads; "
+                                       "slower)", elem_id="any_rotation")
         with gr.Tab("Photo"):
             with gr.Row():
                 with gr.Column():
@@ -260,7 +261,7 @@ def build_demo(weights: str | None = None, backend: str = "torch") -> gr.Blocks:
                 live = InlineImage(label="Annotated stream", elem_id="live", interactive=False)
             rate = gr.Markdown("", elem_id="rate")
             session = gr.State(None)
-            cam.stream(demo_state.stream, [cam, min_face, threshold, landmarks, session], [live, rate, session],
+            cam.stream(demo_state.stream, [cam, min_face, threshold, landmarks, session, any_rotation], [live, rate, session],
                        stream_every=0.1, time_limit=600, concurrency_limit=CAMERAS, api_visibility="private")
         with gr.Tab("Video"):
             gr.Markdown("Upload a video: faces are followed from frame to frame (one id per face) with steady pose; "
@@ -274,7 +275,7 @@ def build_demo(weights: str | None = None, backend: str = "torch") -> gr.Blocks:
                     video_out = gr.Video(label="Annotated", elem_id="video_out", interactive=False)
                     video_json = gr.File(label="Per frame (JSONL)", elem_id="video_json")
             timeline = gr.Plot(label="Pose over time", elem_id="timeline")
-            go_video.click(demo_state.video, [clip, min_face, threshold, landmarks],
+            go_video.click(demo_state.video, [clip, min_face, threshold, landmarks, any_rotation],
                            [video_out, video_json, timeline, video_status], concurrency_limit=1, api_name="video")
     return demo
 

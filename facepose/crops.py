@@ -158,6 +158,8 @@ def rotate_crops(context: torch.Tensor, angles: torch.Tensor, size: int, scale: 
         exactly the context's middle ``size x size`` pixels.
     """
     n = len(context)
+    if n == 0:
+        return context.new_zeros(0, context.shape[1], size, size, dtype=torch.float32)
     t = torch.deg2rad(angles.to(torch.float32).cpu())
     c, s = torch.cos(t), torch.sin(t)
     k = size / context.shape[-1] * (scale.cpu() if scale is not None else torch.ones(n))

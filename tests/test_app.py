@@ -199,6 +199,19 @@ def test_live_stream_follows_faces(demo):
     assert [t.track_id for t in state["tracker"].tracks] == [1]
 
 
+def test_live_stream_with_any_rotation_follows_a_rolling_head(demo):
+    """With *Any rotation* the live tab's tracker follows a head that rolls past upright's reach (10 degrees
+    a frame, about the face, through 180), under one id."""
+    photo = Image.open(REPO / "examples" / "grace_hopper.jpg").convert("RGB")
+    x1, y1, x2, y2 = demo.base.detect(photo)[0].box
+    state = None
+    for angle in range(0, 190, 10):
+        frame = np.asarray(photo.rotate(angle, center=((x1 + x2) / 2, (y1 + y2) / 2), fillcolor=(0, 0, 0)))
+        image, text, state = demo.stream(frame, 20, 0.7, True, state, True)
+        assert "**1 face(s)** tracked" in text, (angle, text)
+    assert [t.track_id for t in state["tracker"].tracks] == [1]
+
+
 @pytest.mark.slow  # load
 @needs_photos
 def test_load_short(tmp_path):
