@@ -1,13 +1,17 @@
-"""Faces at any in-plane angle (``any_rotation=True``): what it finds, how good its pose is, what it costs.
+"""Faces at any in-plane angle: what is found, how good its pose is, what it costs.
 
     python -m benchmarks.rotation [--every 4] [--repeats 3] [--size 640x480] [--skip-cost] [--skip-aflw]
+                                  [--skip-wider]
 
-- **AFLW2000** (the standard 1969 faces, every ``--every``-th): each face once upright and once turned in
-  the image plane by 90, 180 or 270 degrees (in turn). Found: a detection whose box, turned back, overlaps
-  the labelled box (IoU > 0.3, centre inside; as ``training.evaluate``). Pose error: geodesic angle between
-  the detection's rotation and the label turned with the image (``Rz(90 k) R_label``). Rows: the plain
-  upright detector on upright faces (the reference), ``any_rotation`` on the upright faces, and
-  ``any_rotation`` on the turned faces.
+- **AFLW2000** (the standard 1969 faces, every ``--every``-th), each face upright and turned in the image
+  plane (the picture turned counter-clockwise, grown to hold it all). Found: a detection whose box overlaps
+  the labelled box turned alike (IoU > 0.3, centre inside; as ``training.evaluate``). Pose error: geodesic
+  angle between the detection's rotation and the label turned with the picture (``Rz(angle) R_label``).
+  Rows: the plain detector on upright faces (the reference), ``any_rotation`` on upright faces, on faces
+  turned by 90, 180 or 270 degrees, and on faces turned by 45, 135, 225 or 315 degrees (in turn); and the
+  plain detector on faces turned by 180 degrees (the faces it finds upside down must get their real pose).
+- **WIDER FACE val** (AP at IoU 0.5, faces of 20 px or more): the plain detector and ``any_rotation`` on the
+  scenes upright, and ``any_rotation`` on the scenes turned by 90, 180 or 270 degrees (in turn).
 - **Cost**: the photos of ``../shared/data/photos`` resized to ``--size``, the plain detector and
   ``any_rotation`` in alternation in one process; seconds per image and their ratio.
 """
@@ -24,19 +28,44 @@ from tqdm import tqdm
 
 from facepose import FacePoseDetector, load_image
 from facepose.boxes import box_overlap
-from facepose.rotation import euler_to_matrix, geodesic_distance
-from facepose.turns import turn_matrix, unturn_boxes
-from support.paths import AFLW2000, PHOTOS
+from facepose.rotation import euler_to_matrix, geodesic_distance, turn_rotations
+from support.paths import AFLW2000, PHOTOS, WIDER_VAL
 from support.timing import alternated
 from training.aflw2000 import load_aflw2000
+from training.metrics import average_precision
+from training.sources import read_wider_boxes, small_faces
 
 
-def match(faces, truth_box: np.ndarray, k: int, height: int, width: int):
-    """The best-scoring face whose box (turned back by ``k`` quarter turns into the ``height x width``
-    original) overlaps ``truth_box`` (IoU > 0.3, centre inside), or None."""
+def turned_picture(pixels: np.ndarray, angle: float) -> tuple[np.ndarray, np.ndarray]:
+    """``pixels`` turned counter-clockwise by ``angle`` degrees (grown to hold the whole picture, black around),
+    and the ``(2, 3)`` affine map of original pixel coordinates (x, y) into the turned picture."""
+    h, w = pixels.shape[:2]
+    if angle % 90 == 0:
+        k = int(angle // 90) % 4
+        turned = np.ascontiguousarray(np.rot90(pixels, k))  # exact: no resampling
+    else:
+        turned = np.asarray(Image.fromarray(pixels).rotate(angle, resample=Image.BILINEAR, expand=True))
+    t = math.radians(angle)
+    c, s = math.cos(t), math.sin(t)
+    H, W = turned.shape[:2]
+    # about the centres, y down: a counter-clockwise turn takes (dx, dy) to (c dx + s dy, -s dx + c dy)
+    cx, cy, cX, cY = (w - 1) / 2, (h - 1) / 2, (W - 1) / 2, (H - 1) / 2
+    m = np.array([[c, s, cX - c * cx - s * cy], [-s, c, cY + s * cx - c * cy]])
+    return turned, m
+
+
+def turned_box(box: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """The axis-aligned box around ``box``'s corners mapped by ``m`` (``turned_picture``)."""
+    x1, y1, x2, y2 = box
+    corners = np.array([[x1, y1, 1], [x2, y1, 1], [x1, y2, 1], [x2, y2, 1]]) @ m.T
+    return np.concatenate((corners.min(0), corners.max(0)))
+
+
+def match(faces, truth_box: np.ndarray):
+    """The best-scoring face whose box overlaps ``truth_box`` (IoU > 0.3, centre inside), or None."""
     if not faces:
         return None
-    boxes = unturn_boxes(torch.tensor([f.box for f in faces], dtype=torch.float32), k, height, width)
+    boxes = torch.tensor([f.box for f in faces], dtype=torch.float32)
     iou = box_overlap(boxes, torch.tensor(truth_box[None], dtype=torch.float32))[:, 0]
     centre = (boxes[:, :2] + boxes[:, 2:]) / 2
     g = truth_box
@@ -45,26 +74,54 @@ def match(faces, truth_box: np.ndarray, k: int, height: int, width: int):
     return faces[int(ok[0])] if len(ok) else None
 
 
+ROWS = {  # row: (detector, angles taken in turn)
+    "plain detector, upright faces": ("plain", (0,)),
+    "any_rotation, upright faces": ("any", (0,)),
+    "any_rotation, faces turned by 90, 180 or 270": ("any", (90, 180, 270)),
+    "any_rotation, faces turned by 45, 135, 225 or 315": ("any", (45, 135, 225, 315)),
+    "plain detector, faces turned by 180": ("plain", (180,)),
+}
+
+
 def aflw2000(every: int) -> dict[str, dict]:
-    plain, anyrot = FacePoseDetector(), FacePoseDetector(any_rotation=True)
+    detectors = {"plain": FacePoseDetector(), "any": FacePoseDetector(any_rotation=True)}
     samples = load_aflw2000(AFLW2000)[::every]
-    rows = {"plain detector, upright faces": [], "any_rotation, upright faces": [], "any_rotation, turned faces": []}
+    errors: dict[str, list] = {name: [] for name in ROWS}
     for i, s in enumerate(tqdm(samples, desc="AFLW2000 turned", unit="face")):
         pixels = load_image(s.image)
-        h, w = pixels.shape[:2]
         label = euler_to_matrix(torch.tensor(s.yaw), torch.tensor(s.pitch), torch.tensor(s.roll)).float()
-        k = 1 + i % 3
-        turned = np.ascontiguousarray(np.rot90(pixels, k))  # counter-clockwise, as facepose.turns.turn
-        for name, det, image, kk in ((list(rows)[0], plain, pixels, 0), (list(rows)[1], anyrot, pixels, 0),
-                                     (list(rows)[2], anyrot, turned, k)):
-            face = match(det.detect(image), s.box68, kk, h, w)
+        for name, (which, angles) in ROWS.items():
+            angle = angles[i % len(angles)]
+            image, m = turned_picture(pixels, angle)
+            face = match(detectors[which].detect(image), turned_box(s.box68, m))
             error = None
             if face is not None:
-                want = turn_matrix(kk) @ label
-                error = math.degrees(geodesic_distance(torch.tensor(face.rotation)[None], want[None])[0])
-            rows[name].append(error)
+                want = turn_rotations(label[None], torch.tensor([float(angle)]))
+                error = math.degrees(geodesic_distance(torch.tensor(face.rotation)[None], want)[0])
+            errors[name].append(error)
     return {name: {"faces": len(e), "found": sum(x is not None for x in e) / len(e),
-                   "error": statistics.mean(x for x in e if x is not None)} for name, e in rows.items()}
+                   "error": statistics.mean(x for x in e if x is not None) if any(x is not None for x in e) else math.nan}
+            for name, e in errors.items()}
+
+
+def wider(limit: int | None = None) -> dict[str, float]:
+    """WIDER FACE val AP at IoU 0.5 (faces under 20 px ignored): plain and any_rotation upright, any_rotation
+    on the scenes turned by 90, 180 or 270 degrees in turn."""
+    plain, anyrot = FacePoseDetector(), FacePoseDetector(any_rotation=True)
+    gt = list(read_wider_boxes(next(WIDER_VAL.glob("wider_face_*_bbx_gt.txt"))).items())[:limit]
+    dets: dict[str, list] = {"plain, upright": [], "any_rotation, upright": [], "any_rotation, turned": []}
+    truth: dict[str, dict] = {k: {} for k in dets}
+    for i, (name, (boxes, invalid)) in enumerate(tqdm(gt, desc="WIDER val turned", unit="img")):
+        pixels = load_image(WIDER_VAL / "images" / name)
+        ignore = invalid | small_faces(boxes, 20)
+        angle = 90 * (1 + i % 3)
+        image, m = turned_picture(pixels, angle)
+        turned = np.array([turned_box(b, m) for b in boxes]).reshape(-1, 4)
+        for key, det, img, gts in (("plain, upright", plain, pixels, boxes), ("any_rotation, upright", anyrot, pixels, boxes),
+                                   ("any_rotation, turned", anyrot, image, turned)):
+            truth[key][i] = (gts, ignore)
+            dets[key] += [(f.score, i, np.array(f.box)) for f in det.detect(img)]
+    return {key: average_precision(dets[key], truth[key]) for key in dets}
 
 
 def cost(size: tuple[int, int], repeats: int) -> dict[str, float]:
@@ -81,6 +138,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--size", default="640x480")
     p.add_argument("--skip-cost", action="store_true")
     p.add_argument("--skip-aflw", action="store_true")
+    p.add_argument("--skip-wider", action="store_true")
+    p.add_argument("--wider-limit", type=int, default=None, help="the first N WIDER val images (default: all 300)")
     args = p.parse_args(argv)
     if not args.skip_cost:
         size = tuple(int(v) for v in args.size.split("x"))
@@ -93,8 +152,12 @@ def main(argv: list[str] | None = None) -> None:
         print("|---|---|---|---|")
         for name, r in res.items():
             print(f"| {name} | {r['faces']} | {100 * r['found']:.1f}% | {r['error']:.2f} |")
-        ref, turned = res["plain detector, upright faces"], res["any_rotation, turned faces"]
-        print(f"turned vs upright: found {turned['found'] / ref['found']:.3f}x, error {turned['error'] / ref['error']:.2f}x")
+        ref = res["plain detector, upright faces"]
+        for name, r in list(res.items())[1:]:
+            print(f"{name} vs the plain detector upright: found {r['found'] / ref['found']:.3f}x, error {r['error'] / ref['error']:.2f}x")
+    if not args.skip_wider:
+        for key, ap in wider(args.wider_limit).items():
+            print(f"WIDER val AP@0.5, {key}: {ap:.4f}", flush=True)
 
 
 if __name__ == "__main__":
