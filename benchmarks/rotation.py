@@ -1,7 +1,7 @@
 """Faces at any in-plane angle: what is found, how good its pose is, what it costs.
 
     python -m benchmarks.rotation [--every 4] [--repeats 3] [--size 640x480] [--skip-cost] [--skip-aflw]
-                                  [--skip-wider]
+                                  [--skip-wider] [--weights FILE]
 
 - **AFLW2000** (the standard 1969 faces, every ``--every``-th), each face upright and turned in the image
   plane (the picture turned counter-clockwise, grown to hold it all). Found: a detection whose box overlaps
@@ -83,8 +83,8 @@ ROWS = {  # row: (detector, angles taken in turn)
 }
 
 
-def aflw2000(every: int) -> dict[str, dict]:
-    detectors = {"plain": FacePoseDetector(), "any": FacePoseDetector(any_rotation=True)}
+def aflw2000(every: int, weights: str | None = None) -> dict[str, dict]:
+    detectors = {"plain": FacePoseDetector(weights=weights), "any": FacePoseDetector(weights=weights, any_rotation=True)}
     samples = load_aflw2000(AFLW2000)[::every]
     errors: dict[str, list] = {name: [] for name in ROWS}
     for i, s in enumerate(tqdm(samples, desc="AFLW2000 turned", unit="face")):
@@ -104,10 +104,10 @@ def aflw2000(every: int) -> dict[str, dict]:
             for name, e in errors.items()}
 
 
-def wider(limit: int | None = None) -> dict[str, float]:
+def wider(limit: int | None = None, weights: str | None = None) -> dict[str, float]:
     """WIDER FACE val AP at IoU 0.5 (faces under 20 px ignored): plain and any_rotation upright, any_rotation
     on the scenes turned by 90, 180 or 270 degrees in turn."""
-    plain, anyrot = FacePoseDetector(), FacePoseDetector(any_rotation=True)
+    plain, anyrot = FacePoseDetector(weights=weights), FacePoseDetector(weights=weights, any_rotation=True)
     gt = list(read_wider_boxes(next(WIDER_VAL.glob("wider_face_*_bbx_gt.txt"))).items())[:limit]
     dets: dict[str, list] = {"plain, upright": [], "any_rotation, upright": [], "any_rotation, turned": []}
     truth: dict[str, dict] = {k: {} for k in dets}
@@ -124,10 +124,10 @@ def wider(limit: int | None = None) -> dict[str, float]:
     return {key: average_precision(dets[key], truth[key]) for key in dets}
 
 
-def cost(size: tuple[int, int], repeats: int) -> dict[str, float]:
+def cost(size: tuple[int, int], repeats: int, weights: str | None = None) -> dict[str, float]:
     files = sorted(p for p in PHOTOS.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
     images = [np.asarray(Image.open(p).convert("RGB").resize(size, Image.BILINEAR)) for p in files]
-    plain, anyrot = FacePoseDetector(), FacePoseDetector(any_rotation=True)
+    plain, anyrot = FacePoseDetector(weights=weights), FacePoseDetector(weights=weights, any_rotation=True)
     return alternated({"plain": (plain.detect, images), "any_rotation": (anyrot.detect, images)}, repeats)
 
 
@@ -139,15 +139,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--skip-cost", action="store_true")
     p.add_argument("--skip-aflw", action="store_true")
     p.add_argument("--skip-wider", action="store_true")
+    p.add_argument("--weights", default=None, help="FPNet weights (default: the packaged ones)")
     p.add_argument("--wider-limit", type=int, default=None, help="the first N WIDER val images (default: all 300)")
     args = p.parse_args(argv)
     if not args.skip_cost:
         size = tuple(int(v) for v in args.size.split("x"))
-        t = cost(size, args.repeats)
+        t = cost(size, args.repeats, args.weights)
         print(f"cost at {args.size} ({torch.get_num_threads()} threads): plain {1000 * t['plain']:.0f} ms, any_rotation "
               f"{1000 * t['any_rotation']:.0f} ms per image: {t['any_rotation'] / t['plain']:.2f}x", flush=True)
     if not args.skip_aflw:
-        res = aflw2000(args.every)
+        res = aflw2000(args.every, args.weights)
         print(f"| AFLW2000, every {args.every}th face | faces | found | pose error (geodesic, deg) |")
         print("|---|---|---|---|")
         for name, r in res.items():
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
         for name, r in list(res.items())[1:]:
             print(f"{name} vs the plain detector upright: found {r['found'] / ref['found']:.3f}x, error {r['error'] / ref['error']:.2f}x")
     if not args.skip_wider:
-        for key, ap in wider(args.wider_limit).items():
+        for key, ap in wider(args.wider_limit, args.weights).items():
             print(f"WIDER val AP@0.5, {key}: {ap:.4f}", flush=True)
 
 

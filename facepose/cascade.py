@@ -24,10 +24,14 @@ from .rotation import matrix_to_sixd, mirror_matrix, sixd_to_matrix, turn_rotati
 
 __all__ = ["STAGES", "Proposals", "Detections", "CascadeRun", "normalize", "pyramid_levels", "propose",
            "propose_levels", "decode_level", "merge_levels", "refine", "last_stage_input", "finish", "finish_crops",
-           "decode_last_stage", "flip_averaged", "mean_with_mirrored", "run_cascade", "follow"]
+           "decode_last_stage", "flip_averaged", "mean_with_mirrored", "upright_pose", "run_cascade", "follow"]
 
 STRIDE, CELL = 2, 12  # P-Net sees a 12x12 window every 2 pixels
 STAGES = ("pnet", "rnet", "fpnet")  # the order they run in; ``run_cascade(until=...)`` stops after any
+# A face leaning more than this in its crop (FPNet's orientation head) is cut again turned upright for its pose:
+# the pose branch learnt upright heads (AFLW's rolls, mostly within 20 degrees) best.
+RECUT_LEAN = 20.0
+RECUT_STEPS = 2  # at most this many turned crops per face (a second when the first turn left it leaning)
 # R-Net only moves a followed box (a face was there a frame ago); FPNet's threshold decides whether it stays
 FOLLOW_RNET_THRESHOLD = 0.3
 
@@ -173,20 +177,23 @@ def last_stage_input(ii: torch.Tensor | None, proposals: Proposals) -> tuple[tor
 
 
 def finish(fpnet: ONet, ii: torch.Tensor | None, proposals: Proposals, config: DetectorConfig,
-           flip_pose: bool = False) -> Detections:
+           flip_pose: bool = False, image: torch.Tensor | None = None) -> Detections:
     """Stage 3: FPNet (or O-Net) on 48x48 crops: face score, box regression, landmarks, rotation;
-    then NMS by overlap over the smaller box (see ``finish_crops``)."""
-    return finish_crops(fpnet, *last_stage_input(ii, proposals), config, flip_pose)
+    then NMS by overlap over the smaller box (see ``finish_crops``). With the ``(1, 3, H, W)`` image, a face
+    that FPNet's orientation head sees leaning is cut again turned upright for its pose (``upright_pose``)."""
+    return finish_crops(fpnet, *last_stage_input(ii, proposals), config, flip_pose, image)
 
 
 def finish_crops(fpnet: ONet, boxes: torch.Tensor, crops: torch.Tensor, config: DetectorConfig,
-                 flip_pose: bool = False) -> Detections:
+                 flip_pose: bool = False, image: torch.Tensor | None = None) -> Detections:
     """Stage 3 on crops already cut: ``boxes (N, 4)`` and their normalised ``(N, 3, 48, 48)`` crops. Keeps the
     faces scoring above ``config.fpnet_threshold`` that survive NMS by overlap over the smaller box
     (``config.fpnet_nms``).
 
     ``flip_pose``: the rotation of each kept face is averaged with the mirrored rotation FPNet finds
-    in the mirrored crop (one more FPNet pass over the kept faces only)."""
+    in the mirrored crop (one more FPNet pass over the kept faces only).
+    ``image``: the ``(1, 3, H, W)`` image the crops come from, for ``upright_pose`` (faces leaning more than
+    ``RECUT_LEAN`` are cut again turned upright); without it the pose is read from the crops as they are."""
     if len(boxes) == 0:
         return Detections.empty(crops, fpnet.has_rotation)
     features = fpnet.features(crops)
@@ -197,9 +204,50 @@ def finish_crops(fpnet: ONet, boxes: torch.Tensor, crops: torch.Tensor, config: 
     if not fpnet.has_rotation:
         return Detections(boxes[keep], scores[keep], marks[keep], scores.new_zeros(len(keep), 0, 0))
     faces = torch.nonzero(passed).flatten()[keep]  # the pose is worked out for these crops only
-    sixd = fpnet.rotation_6d(select_rows(features, faces))
-    rotations = flip_averaged(fpnet, crops[faces], sixd) if flip_pose and len(keep) else sixd_to_matrix(sixd)
+    kept = select_rows(features, faces)
+    sixd = fpnet.rotation_6d(kept)
+    if not (flip_pose and len(keep)):
+        rotations, mirrored = sixd_to_matrix(sixd), None
+    else:
+        mirrored = fpnet.features(crops[faces].flip(-1))  # what FPNet sees in the mirrored crops
+        rotations = mean_with_mirrored(sixd, fpnet.rotation_6d(mirrored))
+    if image is not None and fpnet.has_orientation and len(keep):
+        lean = fpnet.in_plane(kept)
+        if mirrored is not None:  # the mirrored crop leans the other way: the mean of the two directions
+            a, b = torch.deg2rad(lean), -torch.deg2rad(fpnet.in_plane(mirrored))
+            lean = torch.rad2deg(torch.atan2(torch.sin(a) + torch.sin(b), torch.cos(a) + torch.cos(b)))
+        rotations = upright_pose(fpnet, image, boxes[keep], lean, rotations, flip_pose)
     return Detections(boxes[keep], scores[keep], marks[keep], rotations)
+
+
+def upright_pose(fpnet: ONet, image: torch.Tensor, boxes: torch.Tensor, leans: torch.Tensor, rotations: torch.Tensor,
+                 flip_pose: bool) -> torch.Tensor:
+    """``(N, 3, 3)`` rotations of the faces in ``boxes (N, 4)`` of ``image (1, 3, H, W)``: where the orientation
+    head sees a face leaning more than ``RECUT_LEAN`` degrees (``leans (N,)``), its crop is cut again turned by
+    that lean (``crops.turned_crops``), so the pose branch, an upright expert, reads it upright; its rotation
+    is turned back (``Rz(-lean) R``). The orientation head then looks at the turned crop once more: a face
+    still leaning there (a first guess far off) is turned by the sum and read again, as PCN calibrates in
+    steps. The other faces keep ``rotations``."""
+    rotations, leans = rotations.clone(), leans.clone()
+    todo = torch.nonzero(leans.abs() > RECUT_LEAN).flatten()
+    for _ in range(RECUT_STEPS):
+        if not len(todo):
+            break
+        crops, valid = turned_crops(image, square(boxes[todo]), leans[todo], 48)
+        todo = todo[valid]
+        if not len(todo):
+            break
+        crops = normalize(crops, inplace=True)
+        features = fpnet.features(crops)
+        sixd = fpnet.rotation_6d(features)
+        upright = mean_with_mirrored(sixd, fpnet.rotation_6d(fpnet.features(crops.flip(-1)))) if flip_pose \
+            else sixd_to_matrix(sixd)
+        rotations[todo] = turn_rotations(upright, -leans[todo])
+        still = fpnet.in_plane(features)  # the lean left in the turned crop
+        far = still.abs() > RECUT_LEAN
+        leans[todo[far]] = leans[todo[far]] + still[far]
+        todo = todo[far]
+    return rotations
 
 
 def decode_last_stage(out, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -268,7 +316,7 @@ def run_cascade(nets: CascadeNets, image: torch.Tensor, config: DetectorConfig, 
         return run
     flip = config.flip_pose if flip_pose is None else flip_pose
     with _timed(seconds, "fpnet"):
-        run.detections = finish(nets.fpnet, ii, run.refined, config, flip)
+        run.detections = finish(nets.fpnet, ii, run.refined, config, flip, image)
     return run
 
 

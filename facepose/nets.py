@@ -14,9 +14,11 @@ a weights file's metadata.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["PNet", "RNet", "ONet", "FPNet", "FPNetBranch", "FPNetOutput", "LastStageFeatures", "CascadeNets",
@@ -204,13 +206,23 @@ class ONet(nn.Module):
         faces that pass the face score and NMS: a pose branch costs nothing on the other crops."""
         return f.units.new_zeros(f.units.shape[0], 0)
 
+    @property
+    def has_orientation(self) -> bool:
+        """Whether ``in_plane`` tells how far a face leans in its crop (an orientation head)."""
+        return False
+
+    def in_plane(self, f: LastStageFeatures) -> torch.Tensor:
+        """``(N,)`` degrees: how far each face leans in its crop, clockwise as displayed (``rotation.in_plane_angle``
+        of its head), from an orientation head that learnt crops at any roll; zeros without one."""
+        return f.units.new_zeros(f.units.shape[0])
+
     def forward(self, x: torch.Tensor) -> FPNetOutput:
         f = self.features(x)
         return self.detection(f)._replace(sixd=self.rotation_6d(f))
 
     def detection_parameters(self) -> list[nn.Parameter]:
         """O-Net's own parameters: everything but what a rotation needs."""
-        return [p for name, p in self.named_parameters() if not name.startswith(("rotation.", "pose_"))]
+        return [p for name, p in self.named_parameters() if not name.startswith(("rotation.", "pose_", "orient_"))]
 
 
 class FPNet(ONet):
@@ -245,13 +257,18 @@ class FPNetBranch(ONet):
     head reads the branch's units and O-Net's 256. Trained with the O-Net part frozen, face score, box and
     landmarks stay O-Net's exactly.
 
+    With ``orient_hidden`` > 0 an orientation head of its own (a 3x3 convolution over the second pooling,
+    pooled and stacked on the third pooling's maps, a 2x2 convolution, ``orient_hidden`` dense units, and a
+    2-vector with O-Net's 256 units) tells how far the face leans in its crop at any roll (``in_plane``): the
+    pose branch stays the upright expert, and the cascade cuts a leaning face again, turned upright, for it.
+
     ``forward(x: (N, 3, 48, 48)) -> FPNetOutput`` with ``sixd (N, 6)``.
     """
 
     arch = "fpnet_branch"
 
     def __init__(self, pose_channels: int = 64, pose_hidden: int = 96, pose_early: int = 0,
-                 dropout: float = 0.25) -> None:
+                 orient_hidden: int = 0, dropout: float = 0.25) -> None:
         super().__init__(dropout)
         if pose_channels < 1 or pose_hidden < 1 or pose_early < 0:
             raise ValueError("the pose branch needs at least one map and unit (and no negative early maps), "
@@ -267,14 +284,41 @@ class FPNetBranch(ONet):
         self.pose_prelu = nn.PReLU(pose_hidden)
         self.rotation = nn.Linear(256 + pose_hidden, 6)
         reset_rotation_head(self.rotation)
+        self.orient_hidden = int(orient_hidden)
+        if orient_hidden:
+            self.orient_early_conv = nn.Conv2d(64, 32, kernel_size=3)
+            self.orient_early_prelu = nn.PReLU(32)
+            self.orient_conv = nn.Conv2d(64 + 32, 48, kernel_size=2)
+            self.orient_conv_prelu = nn.PReLU(48)
+            self.orient_dense = nn.Linear(9 * 48, orient_hidden)
+            self.orient_prelu = nn.PReLU(orient_hidden)
+            self.orient_out = nn.Linear(256 + orient_hidden, 2)
 
     @property
     def has_rotation(self) -> bool:
         return True
 
+    @property
+    def has_orientation(self) -> bool:
+        return self.orient_hidden > 0
+
     def sizes(self) -> dict[str, int]:
         sizes = {"pose_channels": self.pose_channels, "pose_hidden": self.pose_hidden}
-        return {**sizes, "pose_early": self.pose_early} if self.pose_early else sizes
+        sizes = {**sizes, "pose_early": self.pose_early} if self.pose_early else sizes
+        return {**sizes, "orient_hidden": self.orient_hidden} if self.orient_hidden else sizes
+
+    def orientation_vector(self, f: LastStageFeatures) -> torch.Tensor:
+        """``(N, 2)``: the orientation head's (cos, sin) of the lean, unnormalised."""
+        early = F.max_pool2d(self.orient_early_prelu(self.orient_early_conv(f.pooled2)), 2)
+        maps = self.orient_conv_prelu(self.orient_conv(torch.cat((f.pooled3, early), dim=1)))
+        hidden = self.orient_prelu(self.orient_dense(_caffe_flatten(maps)))
+        return self.orient_out(torch.cat((f.units, hidden), dim=1))
+
+    def in_plane(self, f: LastStageFeatures) -> torch.Tensor:
+        if not self.orient_hidden:
+            return super().in_plane(f)
+        v = self.orientation_vector(f)
+        return torch.atan2(v[:, 1], v[:, 0]) * (180 / math.pi)  # rad2deg has no ONNX export
 
     def rotation_6d(self, f: LastStageFeatures) -> torch.Tensor:
         pose_in = f.pooled3

@@ -6,7 +6,8 @@ Exported graphs take **0-255 RGB pixels** (float32, ``N x 3 x H x W``) and apply
 - ``pnet.onnx``: ``pixels (1, 3, H, W)`` (any H, W >= 12) -> ``prob (1, H', W')``, ``box (1, 4, H', W')``;
 - ``rnet.onnx``: ``pixels (N, 3, 24, 24)`` -> ``prob (N,)``, ``box (N, 4)``;
 - ``fpnet.onnx``: ``pixels (N, 3, 48, 48)`` -> ``face_logits (N, 2)``, ``box (N, 4)``, ``landmarks (N, 10)``,
-  ``sixd (N, 6)`` (``(N, 0)`` for plain O-Net); model metadata ``arch`` and ``pose``.
+  ``sixd (N, 6)`` (``(N, 0)`` for plain O-Net), and with an orientation head ``lean (N,)`` (degrees the face
+  leans in its crop, ``FPNetBranch.in_plane``); model metadata ``arch`` and ``pose``.
 
 ``OnnxNet`` wraps a session so that the cascade (box decoding, NMS, crops, pose conversion: one
 implementation for both backends) calls it like the torch module.
@@ -14,6 +15,7 @@ implementation for both backends) calls it like the torch module.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -38,8 +40,11 @@ class _PixelInput(nn.Module):
         self.net = net
 
     def forward(self, pixels: torch.Tensor):
-        out = self.net((pixels - 127.5) * 0.0078125)
-        return tuple(out)
+        x = (pixels - 127.5) * 0.0078125
+        if getattr(self.net, "has_orientation", False):
+            f = self.net.features(x)
+            return (*self.net.detection(f)[:3], self.net.rotation_6d(f), self.net.in_plane(f))
+        return tuple(self.net(x))
 
 
 def require_onnxruntime():
@@ -61,6 +66,8 @@ def export_onnx(nets: CascadeNets, folder: str | Path, pose_available: bool = Tr
     written = []
     for name, net in nets._asdict().items():
         shape, axes, outputs = _SPECS[name]
+        if getattr(net, "has_orientation", False):
+            outputs = [*outputs, "lean"]
         path = folder / ONNX_FILES[name]
         dynamic = {"pixels": axes}
         if name == "pnet":
@@ -95,6 +102,16 @@ def _add_metadata(path: Path, metadata: dict[str, str], check: bool) -> None:
         onnx.checker.check_model(str(path))
 
 
+class _Outputs(NamedTuple):
+    """The last stage's graph outputs, what ``OnnxNet.features`` hands the cascade (rows select together)."""
+
+    face_logits: torch.Tensor
+    box: torch.Tensor
+    landmarks: torch.Tensor
+    sixd: torch.Tensor
+    lean: torch.Tensor
+
+
 class OnnxNet:
     """An ONNX Runtime session that the cascade calls like the torch network it was exported from: it is
     given MTCNN-normalised tensors and returns torch tensors (``FPNetOutput`` for the last stage)."""
@@ -122,23 +139,31 @@ class OnnxNet:
         self.pose_trained = meta.get("pose") == "trained"
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.has_rotation = "sixd" in self.outputs and self.arch not in ("onet", "pnet", "rnet")
+        self.has_orientation = "lean" in self.outputs
         self.training = False
 
-    def __call__(self, x: torch.Tensor):
+    def _run(self, x: torch.Tensor) -> list[torch.Tensor]:
         pixels = (x.detach().float() * 128.0 + 127.5).contiguous().cpu().numpy()  # the graph normalises again
-        out = [torch.from_numpy(o) for o in self.session.run(None, {"pixels": pixels})]
-        return FPNetOutput(*out) if len(out) == 4 else tuple(out)
+        return [torch.from_numpy(o) for o in self.session.run(None, {"pixels": pixels})]
 
-    def features(self, x: torch.Tensor) -> FPNetOutput:
+    def __call__(self, x: torch.Tensor):
+        out = self._run(x)
+        return FPNetOutput(*out[:4]) if len(out) >= 4 else tuple(out)
+
+    def features(self, x: torch.Tensor) -> _Outputs:
         """The last stage's interface to the cascade (``ONet.features``): the graph runs whole, so its
         "features" are its outputs."""
-        return self(x)
+        out = self._run(x)
+        return _Outputs(*out[:4], out[4] if len(out) > 4 else out[0].new_zeros(len(out[0])))
 
-    def detection(self, out: FPNetOutput) -> FPNetOutput:
-        return out
+    def detection(self, out: _Outputs) -> FPNetOutput:
+        return FPNetOutput(*out[:4])
 
-    def rotation_6d(self, out: FPNetOutput) -> torch.Tensor:
+    def rotation_6d(self, out: _Outputs) -> torch.Tensor:
         return out.sixd
+
+    def in_plane(self, out: _Outputs) -> torch.Tensor:
+        return out.lean
 
     def eval(self) -> OnnxNet:
         return self

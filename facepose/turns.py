@@ -23,11 +23,15 @@ from .cascade import Detections, pyramid_levels, run_cascade
 from .config import DetectorConfig
 from .crops import integral_image
 from .nets import CascadeNets
+from .rotation import in_plane_angle
 
 __all__ = ["TURNS", "turn", "unturn_points", "unturn_boxes", "turn_matrix", "run_cascade_any_rotation"]
 
 TURNS = (0, 1, 2, 3)  # quarter turns counter-clockwise
 MERGE_IOU = 0.4  # faces of different turns overlapping more than this are one face
+# A face found in a turned image is kept only if FPNet sees it leaning less than this there: within a quarter
+# turn's 45 degrees of upright, with room for FPNet's error (a face leaning 45 degrees is found in two turns).
+MAX_TURN_LEAN = 60.0
 # P-Net skips the two largest pyramid levels in the turned images: there, faces are searched from about twice
 # the minimum face size (0.709^-2 = 1.99x; 40 px at the default 20). The upright image keeps every level.
 # python -m benchmarks.rotation measures what this saves.
@@ -79,25 +83,45 @@ def run_cascade_any_rotation(nets: CascadeNets, image: torch.Tensor, config: Det
                              flip_pose: bool | None = None) -> Detections:
     """All three stages on one ``(1, 3, H, W)`` 0-255 image in each quarter turn; the faces of all turns in
     the input's pixels and camera frame (rotations composed with the turn: roll anywhere in -180..180),
-    merged by NMS (IoU above ``MERGE_IOU``), best first."""
+    best first.
+
+    FPNet tells how far each face leans in the turn it was found in (``rotation.in_plane_angle`` of its pose,
+    read upright by ``cascade.upright_pose``). A face found in a turned image where it leans more than
+    ``MAX_TURN_LEAN`` is dropped: there it is not a face seen right way up (a false face, or a real one that
+    its own turn finds upright). Faces found in several turns are merged by IoU: the upright image's face when
+    it leans at most 45 degrees there (most faces in photos are upright, and FPNet's lean is least sure of
+    profiles), else the turn in which the face is most upright."""
     height, width = image.shape[-2:]
     ii = integral_image(image[0])
     levels = pyramid_levels(ii, config)  # resampled once: area resampling commutes with quarter turns
-    found = [run_cascade(nets, image, config, flip_pose=flip_pose, levels=levels, ii=ii).detections]
-    levels = levels[TURNED_SKIP:]
-    for k in TURNS[1:]:
-        det = run_cascade(nets, turn(image, k), config, flip_pose=flip_pose,
-                          levels=[(s, turn(level, k)) for s, level in levels]).detections
+    turned_levels = levels[TURNED_SKIP:]
+    found, leans = [], []
+    for k in TURNS:
+        if k == 0:
+            det = run_cascade(nets, image, config, flip_pose=flip_pose, levels=levels, ii=ii).detections
+        else:
+            det = run_cascade(nets, turn(image, k), config, flip_pose=flip_pose,
+                              levels=[(s, turn(level, k)) for s, level in turned_levels]).detections
         rotations = det.rotations
         if rotations.shape[-1] == 3:
+            lean = in_plane_angle(rotations).abs()
+            upright = (lean <= MAX_TURN_LEAN) | (k == 0)  # the upright image keeps every face it finds
+            det, lean, rotations = det[upright], lean[upright], rotations[upright]
             rotations = turn_matrix(k, rotations.dtype).T.to(rotations.device) @ rotations
+        else:
+            lean = det.scores.new_zeros(len(det))
+        if k == 0:  # taken from the upright image when it leans at most 45 degrees there
+            lean = torch.where(lean <= 45, lean - 1000, lean)
         found.append(Detections(unturn_boxes(det.boxes, k, height, width), det.scores,
                                 unturn_points(det.landmarks, k, height, width), rotations))
+        leans.append(lean)
     boxes = torch.cat([d.boxes for d in found])
     scores = torch.cat([d.scores for d in found])
     # A face within about 45 degrees of two turns is found in both, with boxes of about the same size: merged
-    # by IoU. Not by overlap over the smaller box, which would let a small face (a reflection, a face on a
-    # shirt) found in another turn remove the large face around it.
-    keep = nms(boxes, scores, MERGE_IOU)
+    # by IoU, the most upright first (then the best scoring). Not by overlap over the smaller box, which would
+    # let a small face (a reflection, a face on a shirt) found in another turn remove the large face around it.
+    order = scores - torch.cat(leans)  # degrees of lean first: a degree weighs more than any score difference
+    keep = nms(boxes, order, MERGE_IOU)
+    keep = keep[torch.argsort(scores[keep], descending=True, stable=True)]
     return Detections(boxes[keep], scores[keep], torch.cat([d.landmarks for d in found])[keep],
                       torch.cat([d.rotations for d in found])[keep])

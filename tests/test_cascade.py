@@ -2,6 +2,7 @@
 stage, and flip averaging of the pose."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -11,7 +12,7 @@ from facepose.crops import integral_image
 from facepose.nets import _max_pool_2x2
 from facepose.rotation import geodesic_distance, mirror_matrix
 
-from .conftest import PHOTOS, needs_photos
+from .conftest import PHOTOS, REPO, needs_photos
 
 CLASS_PHOTO = "nasa_astronaut_class_photo_b.png"  # 8 faces
 
@@ -155,3 +156,22 @@ def test_pnet_pooling_equals_max_pool_bit_for_bit(height, width):
     expected = torch.nn.functional.max_pool2d(x, 2, 2, ceil_mode=True)
     got = _max_pool_2x2(x)
     assert got.shape == expected.shape and torch.equal(got, expected)
+
+
+@needs_photos
+def test_a_face_upside_down_gets_its_real_pose(detector):
+    """The plain cascade finds this portrait's face upside down too; FPNet's orientation head sees it leaning
+    about 180 degrees, the face is read again turned upright, and its pose is the upright one turned: the
+    yaw and pitch a person sees, the roll 180 degrees on."""
+    from facepose.rotation import in_plane_angle, turn_rotations
+
+    upright = detector.detect(REPO / "examples" / "grace_hopper.jpg")
+    if not detector.nets.fpnet.has_orientation:
+        pytest.skip("these weights have no orientation head")
+    pixels = load_image(REPO / "examples" / "grace_hopper.jpg")
+    flipped = detector.detect(np.ascontiguousarray(pixels[::-1, ::-1]))  # turned by 180 degrees
+    assert len(upright) == len(flipped) == 1
+    want = turn_rotations(torch.tensor(upright[0].rotation)[None], torch.tensor([180.0]))
+    got = torch.tensor(flipped[0].rotation)[None]
+    assert abs(abs(float(in_plane_angle(got))) - 180) < 15
+    assert float(torch.rad2deg(geodesic_distance(got, want))) < 10

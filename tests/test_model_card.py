@@ -18,7 +18,7 @@ def test_model_card_is_rendered_from_the_shipped_metrics():
 def test_recipe_describes_the_shipped_network():
     """The card's recipe is the shipped recipe of training/recipes.py, and it builds the shipped network."""
     recipe = json.loads((WEIGHTS_DIR / "metrics.json").read_text())["recipe"]
-    shipped = RECIPES["shipped"].to_dict()
+    shipped = RECIPES[recipe["name"]].to_dict()
     assert {k: v for k, v in recipe.items() if k in shipped and k != "summary"} == \
         {k: v for k, v in shipped.items() if k != "summary"}
     net, pose = load_last_stage()

@@ -38,7 +38,7 @@ def test_export_writes_checked_graphs_with_pixels_in(exported):
     fpnet = ort.InferenceSession(str(exported / "fpnet.onnx"), providers=["CPUExecutionProvider"])
     for n in (1, 7):  # any batch
         outs = fpnet.run(None, {"pixels": np.zeros((n, 3, 48, 48), np.float32)})
-        assert [o.shape for o in outs] == [(n, 2), (n, 4), (n, 10), (n, 6)]
+        assert [o.shape for o in outs] == [(n, 2), (n, 4), (n, 10), (n, 6), (n,)]  # the last: the lean (degrees)
     assert fpnet.get_modelmeta().custom_metadata_map == {"arch": "fpnet_branch", "pose": "trained"}
     assert main(["export", "onnx", str(exported)]) == 2  # existing files are kept without --overwrite
 

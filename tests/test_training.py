@@ -182,7 +182,7 @@ def test_thesis_recipe_trains_the_whole_network(tiny_dataset, tmp_path):
 
 @pytest.mark.slow  # training
 def test_shipped_recipes_keep_onet_frozen(tiny_dataset, tmp_path):
-    """The shipped FPNet's two runs learn only the pose part: every O-Net tensor stays bit for bit. The
+    """The shipped FPNet's first two runs learn only the pose part: every O-Net tensor stays bit for bit. The
     second grows the first run's branch, starting from its network exactly."""
     from facepose.nets import FPNetBranch
     from facepose.weights import WEIGHTS_DIR, load_last_stage
@@ -199,11 +199,12 @@ def test_shipped_recipes_keep_onet_frozen(tiny_dataset, tmp_path):
         train(["--recipe", "branch", "--init", str(out / "best.safetensors"), "--data", str(tiny_dataset),
                "--out", str(tmp_path / "branch-init"), "--epochs", "1", "--max-steps", "1"])
     with pytest.raises(SystemExit, match="pass --init"):
-        train(["--data", str(tiny_dataset), "--out", str(tmp_path / "no-init"), "--epochs", "1", "--max-steps", "1"])
+        train(["--recipe", "grown", "--data", str(tiny_dataset), "--out", str(tmp_path / "no-init"), "--epochs", "1",
+               "--max-steps", "1"])
     with pytest.raises(SystemExit, match="not a pose branch on MTCNN's O-Net"):
-        train(["--init", str(WEIGHTS_DIR / "onet.safetensors"), "--data", str(tiny_dataset),
+        train(["--recipe", "grown", "--init", str(WEIGHTS_DIR / "onet.safetensors"), "--data", str(tiny_dataset),
                "--out", str(tmp_path / "bad-init"), "--epochs", "1", "--max-steps", "1"])
-    train(["--init", str(out / "best.safetensors"), "--data", str(tiny_dataset), "--out", str(tmp_path / "grown"),
+    train(["--recipe", "grown", "--init", str(out / "best.safetensors"), "--data", str(tiny_dataset), "--out", str(tmp_path / "grown"),
            "--epochs", "1", "--max-steps", "2"])
     grown, pose = load_last_stage(tmp_path / "grown" / "best.safetensors")
     assert pose and grown.sizes() == {"pose_channels": 64, "pose_hidden": 96, "pose_early": 48}
@@ -240,13 +241,14 @@ def test_resuming_with_another_recipe_is_refused(tiny_dataset, tmp_path):
 def test_recipes_are_the_named_ones():
     from training.recipes import RECIPES, Recipe
 
-    assert sorted(RECIPES) == ["branch", "shipped", "thesis", "turned"]
-    turned = RECIPES["turned"]
-    assert (turned.init, turned.train_detection, turned.sizes) == ("finetune", False, RECIPES["shipped"].sizes) and turned.turn > 0
+    assert sorted(RECIPES) == ["branch", "grown", "oriented", "thesis"]
+    oriented = RECIPES["oriented"]
+    assert (oriented.init, oriented.train_detection, oriented.learn) == ("finetune", False, "orientation") and oriented.turn > 0
+    assert {k: v for k, v in oriented.sizes.items() if k != "orient_hidden"} == RECIPES["grown"].sizes
     with pytest.raises(ValueError, match="turns move the face"):
         thesis_like = RECIPES["thesis"]
         thesis_like.replace(turn=0.5)
-    branch, shipped, thesis = RECIPES["branch"], RECIPES["shipped"], RECIPES["thesis"]
+    branch, shipped, thesis = RECIPES["branch"], RECIPES["grown"], RECIPES["thesis"]
     assert (branch.arch, branch.init, branch.train_detection) == ("fpnet_branch", "onet", False)
     assert (shipped.arch, shipped.init, shipped.train_detection) == ("fpnet_branch", "grow", False)
     assert {k: v for k, v in shipped.sizes.items() if k != "pose_early"} == branch.sizes
@@ -281,7 +283,7 @@ def test_thesis_losses_on_a_hand_made_batch():
     assert set(parts) == {"face", "box", "rotation", "loss"}
     assert torch.isclose(parts["loss"], parts["face"] + parts["box"] + parts["rotation"])
     assert parts["rotation"].item() < 1e-3  # an untrained head says frontal, and the targets are frontal
-    shipped = RECIPES["shipped"].replace(mirror=False, jitter=0.0, augment=0.0)
+    shipped = RECIPES["grown"].replace(mirror=False, jitter=0.0, augment=0.0)
     branch = create_last_stage("fpnet_branch", dropout=0.0, **shipped.sizes)
     assert set(losses(branch, batch, shipped, torch.Generator())) == {"rotation", "loss"}
 
@@ -353,9 +355,28 @@ def test_turned_crops_and_labels_turn_together():
 
 
 @pytest.mark.slow  # training
-def test_turned_recipe_needs_context_crops(tiny_dataset, tmp_path):
-    """The turned recipe fine-tunes a trained network and refuses a data set without context crops."""
+def test_oriented_recipe_needs_a_trained_network(tiny_dataset, tmp_path):
+    """The oriented recipe adds an orientation head to a trained network (it does not start from O-Net)."""
     from training.train import main as train
 
     with pytest.raises(SystemExit, match="trains on from a trained network"):
-        train(["--recipe", "turned", "--data", str(tiny_dataset), "--out", str(tmp_path / "a"), "--max-steps", "1"])
+        train(["--recipe", "oriented", "--data", str(tiny_dataset), "--out", str(tmp_path / "a"), "--max-steps", "1"])
+
+
+@pytest.mark.slow  # training
+def test_orientation_head_learns_alone(tiny_dataset, tmp_path):
+    """Two steps of the oriented recipe from the packaged FPNet move the orientation head only: O-Net and the
+    pose branch stay bit-identical, so the upright pose is the packaged one exactly."""
+    from facepose.weights import WEIGHTS_DIR, load_last_stage
+    from training.train import main as train
+
+    out = tmp_path / "oriented"
+    train(["--recipe", "oriented", "--init", str(WEIGHTS_DIR / "fpnet.safetensors"), "--data", str(tiny_dataset),
+           "--out", str(out), "--epochs", "1", "--max-steps", "2"])
+    start, _ = load_last_stage(WEIGHTS_DIR / "fpnet.safetensors")
+    trained, pose = load_last_stage(out / "best.safetensors")
+    assert pose and trained.has_orientation and trained.sizes()["orient_hidden"] > 0
+    before = start.state_dict()
+    for name, value in trained.state_dict().items():
+        if not name.startswith("orient_"):
+            assert torch.equal(value, before[name]), name

@@ -47,7 +47,8 @@ def any_rotation():
 
 def test_turned_aflw2000_faces(any_rotation):
     """Every 200th AFLW2000 face turned by 90, 180 and 270 degrees: found, and its rotation within 15 degrees
-    (geodesic, mean) of the label turned with the image; the plain detector gets the turned pose wrong."""
+    (geodesic, mean) of the label turned with the image; the faces the plain detector finds turned get their
+    real pose too (FPNet's orientation head: no face found upside down is reported upright)."""
     aflw = pytest.importorskip("training.aflw2000")
     try:
         samples = aflw.load_aflw2000()[::200]
@@ -68,7 +69,7 @@ def test_turned_aflw2000_faces(any_rotation):
             if upright:
                 plain_errors.append(math.degrees(geodesic_distance(torch.tensor(upright[0].rotation)[None], want)[0]))
     assert np.mean(errors) < 15, errors
-    assert not plain_errors or np.mean(plain_errors) > 45, plain_errors
+    assert not plain_errors or np.mean(plain_errors) < 20, plain_errors
 
 
 # Faces a person sees in this photo taken in orbit (the crew floats in every direction): centre (x, y) in
@@ -84,14 +85,16 @@ def roll_difference(a: float, b: float) -> float:
 
 @needs_photos
 def test_crew_in_orbit(any_rotation):
-    faces = any_rotation.detect(PHOTOS / CREW_PHOTO)
-    for (x, y), roll in CREW_FACES:
-        hits = [f for f in faces if f.box[0] < x < f.box[2] and f.box[1] < y < f.box[3]]
-        assert hits, f"no face found at {(x, y)}"
-        assert roll_difference(hits[0].roll, roll) < 30, f"face at {(x, y)}: roll {hits[0].roll:.0f}, a person sees {roll}"
-    # the upright detector finds some of the turned faces too, but never with their roll
-    for f in FacePoseDetector().detect(PHOTOS / CREW_PHOTO):
-        assert abs(f.roll) < 60
+    """Each face a person sees in the orbit photo is found once, with the roll a person sees; the upright
+    detector finds some of the turned faces too, now with their roll."""
+    for detector, every_face in ((any_rotation, True), (FacePoseDetector(), False)):
+        faces = detector.detect(PHOTOS / CREW_PHOTO)
+        for (x, y), roll in CREW_FACES:
+            hits = [f for f in faces if f.box[0] < x < f.box[2] and f.box[1] < y < f.box[3]]
+            assert hits or not every_face, f"no face found at {(x, y)}"
+            assert len(hits) <= 1, f"face at {(x, y)} found {len(hits)} times"
+            for f in hits:
+                assert roll_difference(f.roll, roll) < 30, f"face at {(x, y)}: roll {f.roll:.0f}, a person sees {roll}"
 
 
 def test_any_rotation_bad_input_same_errors(any_rotation, tmp_path):

@@ -74,10 +74,10 @@ def main(argv: list[str] | None = None) -> None:
     fpnet_path = args.out / "fpnet.safetensors"
     if args.reset_fpnet or not fpnet_path.exists():
         torch.manual_seed(0)
-        shipped = RECIPES["shipped"]
+        shipped = RECIPES["oriented"]
         fpnet = create_last_stage(shipped.arch, **shipped.sizes)
         missing, unexpected = fpnet.load_state_dict(states["onet"], strict=False)
-        assert all(k.startswith(("rotation.", "pose_")) for k in missing) and not unexpected, (missing, unexpected)
+        assert all(k.startswith(("rotation.", "pose_", "orient_")) for k in missing) and not unexpected, (missing, unexpected)
         save_net(fpnet, fpnet_path, {**meta, "pose": "untrained"})
         written.append("fpnet.safetensors")
     update_manifest(args.out, written)

@@ -190,10 +190,12 @@ Detector with FPNet: {1000 * s['fpnet_s_per_image']:.0f} ms per photo; with the 
   information) give less accurate angles; faces under the minimum face size (default 20 px) are not searched.
 - **Teacher bound:** FPNet learns its teachers' answers (WHENet and MediaPipe Face Mesh, averaged), including
   their biases; AFLW2000's labels are themselves a 3D model fit with known noise at large poses.
-- **In-plane rotation:** the networks learnt upright faces (roll within about +-45 degrees); sideways and
-  upside-down faces are found, with their full rotation, only with `any_rotation=True` (the cascade on four
-  quarter turns of the image, at about twice the time of upright detection, measured in
-  [docs/rotation.md](docs/rotation.md); turned faces from twice the minimum face size), which also adds a few false positives at low scores.
+- **In-plane rotation:** MTCNN's detection learnt upright faces (roll within about +-45 degrees); FPNet's
+  orientation head tells how far any face it is given leans, so a face found at any roll gets its real
+  roll, and one leaning more than 20 degrees gets its pose from a crop turned upright. Sideways and
+  upside-down faces are *found* reliably only with `any_rotation=True` (the cascade on four quarter turns
+  of the image, about twice the time of upright detection; turned faces from twice the minimum face size;
+  measured in [docs/rotation.md](docs/rotation.md)).
 - **Data coverage:** AFLW (Flickr photos) and WIDER FACE skew toward adults, and their demographic composition
   is not documented; accuracy across skin tones, ages and cultures has not been measured. Do not assume equal
   performance across groups.

@@ -1,9 +1,10 @@
-"""The ways FPNet is trained, kept as data: ``RECIPES["branch"]``, ``RECIPES["shipped"]`` and ``RECIPES["thesis"]``.
+"""The ways FPNet is trained, kept as data: ``RECIPES["branch"]``, ``["grown"]``, ``["oriented"]`` and ``["thesis"]``.
 
-The shipped FPNet takes two runs: ``python -m training.train --recipe branch`` trains the pose branch
-on O-Net's features, then ``python -m training.train --init BRANCH_BEST`` (the ``shipped`` recipe) grows
-the branch by finer maps and trains on from there. ``--recipe thesis`` is the thesis' network. Nothing
-else about how a network learns is a command-line flag: a new recipe is a new entry here.
+The shipped FPNet takes three runs: ``python -m training.train --recipe branch`` trains the pose branch on
+O-Net's features, ``--recipe grown --init BRANCH_BEST`` grows the branch by finer maps and trains on, then
+``--init GROWN_BEST`` (the default ``oriented`` recipe) adds an orientation head that learns, alone, how far a
+face leans at any roll. ``--recipe thesis`` is the thesis' network. Nothing else about how a network learns
+is a command-line flag: a new recipe is a new entry here.
 """
 from __future__ import annotations
 
@@ -39,6 +40,9 @@ class Recipe:
         turn: share of crops turned in the image plane by a uniform random angle (0-360 degrees), cut from
             the data set's context crops, their rotation label turned with them (``Rz(angle) R``); every
             crop is then cut from its context crop, jitter included. Only where no box is learned.
+        learn: what learns with O-Net frozen: ``rotation`` (the pose branch and rotation head, geodesic or L2
+            loss) or ``orientation`` (only the orientation head, ``sizes["orient_hidden"]``: how far the face
+            leans in its crop, 1 - cos of the angle error; the pose branch stays as ``--init`` gave it).
     """
 
     name: str
@@ -59,6 +63,7 @@ class Recipe:
     jitter: float = 0.0
     augment: float = 0.0
     turn: float = 0.0
+    learn: str = "rotation"
 
     def __post_init__(self) -> None:
         checks = [
@@ -70,6 +75,9 @@ class Recipe:
             (not (self.jitter and self.train_detection), "jitter moves the face in the crop: only with O-Net frozen"),
             (not (self.turn and self.train_detection), "turns move the face in the crop: only with O-Net frozen"),
             (0 <= self.turn <= 1, "turn is a share of the crops, between 0 and 1"),
+            (self.learn in ("rotation", "orientation"), f"learn must be rotation or orientation, not {self.learn!r}"),
+            (self.learn == "rotation" or (self.sizes.get("orient_hidden") and not self.train_detection),
+             "learning the orientation needs an orientation head (sizes orient_hidden) and O-Net frozen"),
             (self.rotation_loss in ("l2", "geodesic"), f"rotation_loss must be l2 or geodesic, not {self.rotation_loss!r}"),
             (self.mining in ("middle60", "none"), f"mining must be middle60 or none, not {self.mining!r}"),
             (self.epochs > 0 and self.batch_size > 0 and self.lr > 0, "epochs, batch_size and lr must be positive"),
@@ -94,6 +102,11 @@ _BRANCH = ("O-Net frozen: its convolutions, dense layer and score, box and landm
            "elsewhere); random mirroring, crop jitter (shifts up to 12% of the side, zooms +-16%: "
            "R-Net's boxes vary around a face), photometric augmentation and low resolution on 30% of the crops.")
 
+_GROWN = ("the branch grows finer maps: a 3x3 convolution with 48 maps over O-Net's second pooling (10x10, PReLU, "
+          "2x2 max pooling) stacked on the third pooling's maps where the branch's 2x2 convolution reads them, "
+          "joining at zero weight so training starts from the first run's network; 16 more epochs of the same losses "
+          "and augmentation (lr 0.0005 x 0.83 per epoch, best epoch by validation pose error kept).")
+
 RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe(
         name="branch",
@@ -103,26 +116,26 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
         jitter=2.0, augment=0.3,
     ),
     Recipe(
-        name="shipped",
-        summary="Two runs. First the `branch` recipe: " + _BRANCH + " Then the "
-        "branch grows finer maps: a 3x3 convolution with 48 maps over O-Net's second pooling (10x10, PReLU, 2x2 "
-        "max pooling) stacked on the third pooling's maps where the branch's 2x2 convolution reads them, joining "
-        "at zero weight so training starts from the first run's network; 16 more epochs of the same losses and "
-        "augmentation (lr 0.0005 x 0.83 per epoch, best epoch by validation pose error kept).",
+        name="grown",
+        summary="Two runs. First the `branch` recipe: " + _BRANCH + " Then " + _GROWN,
         arch="fpnet_branch", sizes={"pose_channels": 64, "pose_hidden": 96, "pose_early": 48}, init="grow",
         train_detection=False, epochs=16, lr=0.0005, dropout=0.1, rotation_loss="geodesic", mining="none",
         negatives_per_positive=0.0, jitter=2.0, augment=0.3,
     ),
     Recipe(
-        name="turned",
-        summary="Three runs: the `branch` and `shipped` recipes, then the grown network learns heads at any roll. "
-        "12 more epochs of the same losses and augmentation (Adam lr 0.0005 x 0.85 per epoch), every crop cut from "
-        "a context crop 1.5 times its box, half of them turned in the image plane by a uniform random angle with "
-        "their label turned alike (R' = Rz(angle) R); the best epoch by the mean of the validation pose errors "
-        "upright and turned (geodesic, against the label) is kept.",
-        arch="fpnet_branch", sizes={"pose_channels": 64, "pose_hidden": 96, "pose_early": 48}, init="finetune",
-        train_detection=False, epochs=12, lr=0.0005, lr_decay=0.85, dropout=0.1, rotation_loss="geodesic",
-        mining="none", negatives_per_positive=0.0, jitter=2.0, augment=0.3, turn=0.5,
+        name="oriented",
+        summary="Three runs: the `branch` and `grown` recipes (" + _GROWN + "), then an orientation head joins the network "
+        "and learns alone how far a face leans in its crop, at any roll: a 3x3 convolution with 32 maps over O-Net's "
+        "second pooling (pooled to 4x4) stacked on the third pooling's maps, a 2x2 convolution with 48 maps, 64 "
+        "dense units and a 2-vector (cos, sin of the lean) read with O-Net's 256 units. O-Net and the pose branch "
+        "stay as they were. 20 epochs of Adam (lr 0.001 x 0.85 per epoch, batch 64) on the same faces, every crop cut "
+        "from a context crop 1.5 times its box, half of them turned in the image plane by a uniform random angle, "
+        "loss 1 - cos of the lean's error (the label's lean turned alike); the best epoch by the validation lean "
+        "error on turned crops is kept. At inference a face leaning more than 20 degrees is cut again turned "
+        "upright, and the pose branch reads it there.",
+        arch="fpnet_branch", sizes={"pose_channels": 64, "pose_hidden": 96, "pose_early": 48, "orient_hidden": 64},
+        init="finetune", train_detection=False, epochs=20, lr=0.001, lr_decay=0.85, dropout=0.1, rotation_loss="geodesic",
+        mining="none", negatives_per_positive=0.0, jitter=2.0, augment=0.3, turn=0.5, learn="orientation",
     ),
     Recipe(
         name="thesis",

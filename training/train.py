@@ -1,13 +1,14 @@
 """Train FPNet by distillation from the teacher's head rotations, with one of the recipes.
 
-    python -m training.train [--recipe branch|shipped|thesis] [--init BRANCH_BEST] [--data data_cache/fpnet]
+    python -m training.train [--recipe branch|grown|oriented|thesis] [--init BEST] [--data data_cache/fpnet]
                              [--out runs/fpnet]
 
-The packaged FPNet takes two runs: ``--recipe branch`` (O-Net frozen, a pose branch and the rotation head
-learn), then the default ``shipped`` recipe with ``--init`` that run's ``best.safetensors`` (the branch
-grows finer maps and trains on). ``thesis`` trains the whole network as the thesis did. All are described
-in ``training/recipes.py``; the other options only say where data and results go, where a grown network
-starts and how long to run.
+The packaged FPNet takes three runs: ``--recipe branch`` (O-Net frozen, a pose branch and the rotation head
+learn), ``--recipe grown`` with ``--init`` that run's ``best.safetensors`` (the branch grows finer maps and
+trains on), then the default ``oriented`` recipe with ``--init`` the grown run's ``best.safetensors`` (an
+orientation head learns alone how far a face leans, at any roll). ``thesis`` trains the whole network as the
+thesis did. All are described in ``training/recipes.py``; the other options only say where data and results
+go, where a network starts and how long to run.
 Logs to TensorBoard in ``--out``, keeps the best checkpoint by validation pose error as
 ``best.safetensors`` (metadata: architecture, ``pose=trained``) and resumes from ``last.pt``.
 """
@@ -26,7 +27,7 @@ from tqdm import tqdm
 
 from facepose.cascade import normalize
 from facepose.nets import ONet, create_last_stage, face_probability
-from facepose.rotation import geodesic_distance, matrix_to_euler, sixd_to_matrix
+from facepose.rotation import geodesic_distance, in_plane_angle, matrix_to_euler, sixd_to_matrix
 from facepose.weights import WEIGHTS_DIR, load_last_stage, save_net
 
 from .augment import augment_crops, jitter_crops, turn_crops, turned_labels
@@ -39,11 +40,12 @@ __all__ = ["main", "train", "evaluate_samples", "build_parser", "make_model", "l
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--recipe", choices=sorted(RECIPES), default="shipped",
-                   help="how to train (training/recipes.py): branch (O-Net frozen + pose branch), shipped (default; "
-                        "that branch grown, needs --init) or thesis (the whole network)")
+    p.add_argument("--recipe", choices=sorted(RECIPES), default="oriented",
+                   help="how to train (training/recipes.py): branch (O-Net frozen + pose branch), grown (that branch "
+                        "grown, --init the branch run's best), oriented (default: an orientation head added, --init the "
+                        "grown run's best) or thesis (the whole network)")
     p.add_argument("--init", type=Path, default=None,
-                   help="best.safetensors of a branch run: where the shipped recipe's grown network starts")
+                   help="best.safetensors of the previous run: where a grown or fine-tuned network starts")
     p.add_argument("--data", type=Path, nargs="+", default=[Path("data_cache/fpnet")],
                    help="output folder(s) of training.build_dataset")
     p.add_argument("--out", type=Path, default=Path("runs/fpnet"), help="checkpoints, TensorBoard logs, args.json")
@@ -78,9 +80,13 @@ def make_model(recipe: Recipe, init: Path | None = None) -> ONet:
         if init is None:
             raise SystemExit(f"the {recipe.name!r} recipe trains on from a trained network: pass --init FILE.safetensors")
         start, pose = load_last_stage(init)
-        if start.arch != recipe.arch or start.sizes() != model.sizes() or not pose:
-            raise SystemExit(f"{init} is not a trained {recipe.arch} of sizes {model.sizes()}")
-        model.load_state_dict(start.state_dict())
+        same = {k: v for k, v in model.sizes().items() if k != "orient_hidden"}
+        if start.arch != recipe.arch or {k: v for k, v in start.sizes().items() if k != "orient_hidden"} != same or not pose:
+            raise SystemExit(f"{init} is not a trained {recipe.arch} of sizes {same}")
+        state = start.state_dict() if recipe.learn == "rotation" else \
+            {k: v for k, v in start.state_dict().items() if not k.startswith("orient_")}  # the head learns anew
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        assert not unexpected and all(k.startswith("orient_") for k in missing), (missing, unexpected)
     elif recipe.init == "onet":
         onet, _ = load_last_stage(WEIGHTS_DIR / "onet.safetensors")
         missing, unexpected = model.load_state_dict(onet.state_dict(), strict=False)
@@ -88,6 +94,9 @@ def make_model(recipe: Recipe, init: Path | None = None) -> ONet:
     if not recipe.train_detection:
         for p in model.detection_parameters():
             p.requires_grad_(False)
+    if recipe.learn == "orientation":  # the pose branch stays as it was
+        for name, p in model.named_parameters():
+            p.requires_grad_(name.startswith("orient_"))
     return model
 
 
@@ -123,6 +132,16 @@ def losses(model: ONet, batch: Samples, recipe: Recipe, gen: torch.Generator) ->
         x = turn_crops(x, angles, gen, 0.06 * recipe.jitter, 0.08 * recipe.jitter)
         sixd = turned_labels(sixd, angles)
     x = normalize(x)
+    if recipe.learn == "orientation":  # the lean of each head in its (turned) crop, at any roll
+        if recipe.augment:
+            x = augment_crops(x, gen, recipe.augment)
+        device = next(model.parameters()).device
+        posed = ((batch.kind == KIND["positive"]) & batch.has_pose).to(device)
+        lean = torch.deg2rad(in_plane_angle(sixd_to_matrix(sixd.double())).float()).to(device)
+        v = model.orientation_vector(model.features(x.to(device)))
+        cos_error = (v[:, 0] * torch.cos(lean) + v[:, 1] * torch.sin(lean)) / v.norm(dim=1).clamp_min(1e-6)
+        loss = (1 - cos_error)[posed].mean() if posed.any() else v.sum() * 0
+        return {"orientation": loss, "loss": loss}
     if recipe.jitter and not turning:
         x = jitter_crops(x, gen, 0.06 * recipe.jitter, 0.08 * recipe.jitter)
     if recipe.augment:
@@ -179,22 +198,31 @@ def evaluate_samples(model: ONet, samples: Samples, batch_size: int = 512, turne
     out_metrics = {"face_accuracy": correct.float().mean().item(), "yaw": float(err[0]), "pitch": float(err[1]),
                    "roll": float(err[2]), "pose_mae": float(err.mean()),
                    "geodesic": float(torch.rad2deg(torch.cat(geo)).mean()) if geo else float("nan")}
-    if turned and samples.context is not None:
-        posed = samples.subset(torch.nonzero((samples.kind == KIND["positive"]) & samples.has_pose).flatten())
-        angles, errors = validation_angles(len(posed)), []
+    posed = torch.nonzero((samples.kind == KIND["positive"]) & samples.has_pose).flatten()
+    if turned and samples.context is not None and len(posed):
+        posed = samples.subset(posed)
+        angles, errors, lean_errors = validation_angles(len(posed)), [], []
         for i in range(0, len(posed), batch_size):
             b, a = posed.subset(torch.arange(i, min(i + batch_size, len(posed)))), angles[i:i + batch_size]
-            crops = normalize(turn_crops(b.context.permute(0, 3, 1, 2).float(), a))
-            rot = sixd_to_matrix(model(crops.to(device)).sixd.cpu().double())
-            errors.append(geodesic_distance(rot, sixd_to_matrix(turned_labels(b.sixd.double(), a))))
+            crops = normalize(turn_crops(b.context.permute(0, 3, 1, 2).float(), a)).to(device)
+            label = sixd_to_matrix(turned_labels(b.sixd.double(), a))
+            f = model.features(crops)
+            rot = sixd_to_matrix(model.rotation_6d(f).cpu().double())
+            errors.append(geodesic_distance(rot, label))
+            if model.has_orientation:
+                lean_errors.append((model.in_plane(f).cpu().double() - in_plane_angle(label) + 180) % 360 - 180)
         out_metrics["turned_geodesic"] = float(torch.rad2deg(torch.cat(errors)).mean())
+        if lean_errors:
+            out_metrics["turned_lean_error"] = float(torch.cat(lean_errors).abs().mean())
     model.train()
     return out_metrics
 
 
 def selection_error(metrics: dict) -> float:
-    """What the best epoch minimises: the validation pose error (mean absolute angle error), or with turned
-    crops the mean of the upright and turned geodesic errors."""
+    """What the best epoch minimises: the validation pose error (mean absolute angle error); with turned crops
+    the mean of the upright and turned geodesic errors; with an orientation head, its lean error on turned crops."""
+    if "turned_lean_error" in metrics:
+        return metrics["turned_lean_error"]
     if "turned_geodesic" in metrics:
         return (metrics["geodesic"] + metrics["turned_geodesic"]) / 2
     return metrics["pose_mae"]
