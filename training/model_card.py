@@ -37,10 +37,16 @@ def architecture(n_bytes: int, recipe: dict) -> str:
         if sizes.get("pose_early"):
             branch = (f"a 3x3 convolution ({sizes['pose_early']} maps, 2x2 max pooling) over O-Net's second pooling, "
                       "stacked on the third pooling's maps, then " + branch.replace(" over O-Net's third pooling", ""))
+        orientation = ""
+        if sizes.get("orient_hidden"):
+            orientation = (f" Beside it, an orientation head ({sizes['orient_hidden']} dense units over convolutions of "
+                           "its own on O-Net's second and third poolings) tells how far a face leans in its crop, at any "
+                           "roll: a face leaning more than 20 degrees is cut again turned upright for the pose part, "
+                           "which learnt upright heads, and its rotation is turned back.")
         return f"""FPNet is the last stage of FacePose's face detector: MTCNN's O-Net, unchanged (conv 32-64-64-128, dense 256,
 PReLU; face score, box and landmark heads), plus a pose part: {branch}, and a
 rotation head that reads them together with O-Net's 256 dense units and regresses the head's rotation as two
-3D vectors, turned into a rotation matrix by Gram-Schmidt (the 6D representation of 6DRepNet). {n_bytes / 1e6:.2f} MB
+3D vectors, turned into a rotation matrix by Gram-Schmidt (the 6D representation of 6DRepNet).{orientation} {n_bytes / 1e6:.2f} MB
 of float32 weights. It runs on the 48x48 crops that MTCNN's P-Net and R-Net propose, so pose costs almost
 nothing on top of detection. O-Net's weights were frozen while the pose part learned, so **detection is
 exactly MTCNN's** (same boxes, scores and landmarks). Design from a 2022 bachelor thesis (Kyiv), which puts the
