@@ -96,6 +96,9 @@ def shots(tmp_path: Path) -> Path:
 @needs_chromium
 @needs_photos
 def test_browser_upload(server, tmp_path):
+    """An upload in the page gives the annotated image, the table with yaw, pitch and roll, and the 3D view with
+    one head per face, numbered as in the table; screenshots of the page and of the view are kept with the test's
+    output (FACEPOSE_SCREENSHOTS to look at them)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -104,35 +107,11 @@ def test_browser_upload(server, tmp_path):
         page.goto(server)
         page.locator("input[type=file]").first.set_input_files(str(PHOTOS / "nasa_iss_expedition_1.jpg"))
         page.wait_for_selector("#annotated img", timeout=60_000)
-        page.wait_for_selector("#plot3d .js-plotly-plot", timeout=60_000)
-        page.wait_for_function("document.querySelector('#status').innerText.includes('faces')", timeout=60_000)
-        page.locator("#faces [data-testid='cell-0-8']").wait_for(timeout=30_000)
-        cells = [page.locator(f"#faces [data-testid='cell-0-{c}']").inner_text() for c in range(9)]
-        page.screenshot(path=str(shots(tmp_path) / "upload.png"), full_page=True)
-        browser.close()
-    assert page.url.startswith(server) and len(cells) == 9, cells
-    assert all(c.strip() for c in cells[6:9]), cells  # yaw, pitch, roll are shown
-    angles = [float(c) for c in cells[6:9]]  # and are numbers
-    assert all(abs(a) < 100 for a in angles)
-
-
-@pytest.mark.slow  # browser
-@needs_chromium
-@needs_photos
-def test_browser_3d_view_has_a_numbered_head_per_face(server, tmp_path):
-    """After a detection on a crew photo the 3D view shows one head per face, numbered as in the table;
-    the screenshot of the view is kept with the test's output (FACEPOSE_SCREENSHOTS to look at it)."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = launch_browser(p)
-        page = browser.new_page(viewport={"width": 1400, "height": 1600})
-        page.goto(server)
-        page.locator("input[type=file]").first.set_input_files(str(PHOTOS / "nasa_iss_expedition_1.jpg"))
         page.wait_for_function("document.querySelector('#status').innerText.includes('faces')", timeout=60_000)
         page.wait_for_function("(document.querySelector('#plot3d .js-plotly-plot') || {}).data !== undefined", timeout=60_000)
         page.wait_for_selector("#plot3d .gl-container canvas, #plot3d canvas", timeout=30_000)
-        page.locator("#faces [data-testid='cell-0-0']").wait_for(timeout=30_000)
+        page.locator("#faces [data-testid='cell-0-8']").wait_for(timeout=30_000)
+        cells = [page.locator(f"#faces [data-testid='cell-0-{c}']").inner_text() for c in range(9)]
         plot = page.evaluate("""() => {
             const d = document.querySelector('#plot3d .js-plotly-plot').data;
             return {heads: d.filter(t => t.type === 'mesh3d').map(t => t.name),
@@ -141,11 +120,16 @@ def test_browser_3d_view_has_a_numbered_head_per_face(server, tmp_path):
         table = []
         while page.locator(f"#faces [data-testid='cell-{len(table)}-0']").count():
             table.append(page.locator(f"#faces [data-testid='cell-{len(table)}-0']").inner_text().strip())
+        page.screenshot(path=str(shots(tmp_path) / "upload.png"), full_page=True)
         page.locator("#plot3d").screenshot(path=str(shots(tmp_path) / "view3d.png"))
         browser.close()
+    assert page.url.startswith(server) and len(cells) == 9, cells
+    assert all(c.strip() for c in cells[6:9]), cells  # yaw, pitch, roll are shown
+    angles = [float(c) for c in cells[6:9]]  # and are numbers
+    assert all(abs(a) < 100 for a in angles)
     assert len(table) >= 3, table
-    assert plot["heads"] == [f"face {n}" for n in table]
-    assert plot["numbers"] == table
+    assert plot["heads"] == [f"face {n}" for n in table]  # a head per face
+    assert plot["numbers"] == table  # numbered as in the table
 
 
 @pytest.mark.slow  # browser
