@@ -31,7 +31,6 @@ STAGES = ("pnet", "rnet", "fpnet")  # the order they run in; ``run_cascade(until
 # A face leaning more than this in its crop (FPNet's orientation head) is cut again turned upright for its pose:
 # the pose branch learnt upright heads (AFLW's rolls, mostly within 20 degrees) best.
 RECUT_LEAN = 20.0
-RECUT_STEPS = 2  # at most this many turned crops per face (a second when the first turn left it leaning)
 # R-Net only moves a followed box (a face was there a frame ago); FPNet's threshold decides whether it stays
 FOLLOW_RNET_THRESHOLD = 0.3
 
@@ -225,28 +224,19 @@ def upright_pose(fpnet: ONet, image: torch.Tensor, boxes: torch.Tensor, leans: t
     """``(N, 3, 3)`` rotations of the faces in ``boxes (N, 4)`` of ``image (1, 3, H, W)``: where the orientation
     head sees a face leaning more than ``RECUT_LEAN`` degrees (``leans (N,)``), its crop is cut again turned by
     that lean (``crops.turned_crops``), so the pose branch, an upright expert, reads it upright; its rotation
-    is turned back (``Rz(-lean) R``). The orientation head then looks at the turned crop once more: a face
-    still leaning there (a first guess far off) is turned by the sum and read again, as PCN calibrates in
-    steps. The other faces keep ``rotations``."""
-    rotations, leans = rotations.clone(), leans.clone()
-    todo = torch.nonzero(leans.abs() > RECUT_LEAN).flatten()
-    for _ in range(RECUT_STEPS):
-        if not len(todo):
-            break
-        crops, valid = turned_crops(image, square(boxes[todo]), leans[todo], 48)
-        todo = todo[valid]
-        if not len(todo):
-            break
-        crops = normalize(crops, inplace=True)
-        features = fpnet.features(crops)
-        sixd = fpnet.rotation_6d(features)
-        upright = mean_with_mirrored(sixd, fpnet.rotation_6d(fpnet.features(crops.flip(-1)))) if flip_pose \
-            else sixd_to_matrix(sixd)
-        rotations[todo] = turn_rotations(upright, -leans[todo])
-        still = fpnet.in_plane(features)  # the lean left in the turned crop
-        far = still.abs() > RECUT_LEAN
-        leans[todo[far]] = leans[todo[far]] + still[far]
-        todo = todo[far]
+    is turned back (``Rz(-lean) R``). The other faces keep ``rotations``."""
+    leaning = torch.nonzero(leans.abs() > RECUT_LEAN).flatten()
+    if not len(leaning):
+        return rotations
+    crops, valid = turned_crops(image, square(boxes[leaning]), leans[leaning], 48)
+    leaning = leaning[valid]
+    if not len(leaning):
+        return rotations
+    crops = normalize(crops, inplace=True)
+    sixd = fpnet(crops).sixd
+    upright = flip_averaged(fpnet, crops, sixd) if flip_pose else sixd_to_matrix(sixd)
+    rotations = rotations.clone()
+    rotations[leaning] = turn_rotations(upright, -leans[leaning])
     return rotations
 
 
