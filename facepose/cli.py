@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser(
         "detect", help="annotate an image or a folder of images",
         description="Detect faces in SRC (an image, or every file of a folder) and write to the folder DEST "
-        "annotated copies (box, score, landmarks, head axes: x red, y green, z blue) and "
+        "annotated copies (face number, box, score, landmarks, head axes: x red, y green, z blue) and "
         f"{JSONL_NAME}, one line per image as it finishes: image (path relative to SRC), width, height and "
         "every face's box, score, landmarks, rotation and yaw/pitch/roll. A stopped run started again with "
         f"the same command continues where it was ({RUN_NAME} records the settings). Files that cannot be "
