@@ -96,10 +96,12 @@ class FacePoseTracker:
         now = timestamp if timestamp is not None else self.frame_index / self.fps
         dt = 0.0 if self._last_time is None else now - self._last_time
         self._last_time = now
-        # faces lost in the last `every` frames are followed too, from where their motion takes them: one that
-        # R-Net or FPNet let slip for a frame or two (a small face, a fast turn) comes back with its id
-        recent = [(k, t) for k, t in self.lost if self.frame_index - k <= self.every]
-        self.lost = [(k, t) for k, t in self.lost if 3 * self.every >= self.frame_index - k > self.every]
+        # faces followed for a while (3 frames or more) and lost in the last `every` frames are followed too, from
+        # where their motion takes them: one that R-Net or FPNet let slip for a frame or two (a small face, a fast
+        # turn) comes back with its id; a one-frame flicker (a false face at a full detection) is not kept alive
+        recent = [(k, t) for k, t in self.lost if self.frame_index - k <= self.every and t.age >= 3]
+        again = {id(t) for _, t in recent}
+        self.lost = [(k, t) for k, t in self.lost if self.frame_index - k <= 3 * self.every and id(t) not in again]
         lost_at, live = {id(t): k for k, t in recent}, len(self.tracks)
         self.tracks += [t for _, t in recent]
         found = self._follow(image)  # track index -> (box, score, landmarks, rotation)

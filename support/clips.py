@@ -6,24 +6,26 @@ from PIL import Image
 
 from .paths import PHOTOS
 
-__all__ = ["PHOTO", "frames"]
+__all__ = ["PHOTO", "ONE_FACE_PHOTO", "frames"]
 
-PHOTO = PHOTOS / "pexels_women_on_phones.jpg"
+PHOTO = PHOTOS / "pexels_women_on_phones.jpg"  # two faces
+ONE_FACE_PHOTO = PHOTOS / "nasa_iss_peggy_whitson.jpg"
 
 
-def frames(kind: str, n: int, size: tuple[int, int]) -> list[np.ndarray]:
+def frames(kind: str, n: int, size: tuple[int, int], photo=PHOTO) -> list[np.ndarray]:
     """``n`` RGB frames of ``size`` (w, h): ``moving`` (panned, zoomed and turned about 0.3 degrees a frame),
     ``still`` (unmoved, fresh pixel noise of sigma 3 each frame), ``turn`` (still, then turned by 15 degrees
     about the left face at frame 30) or ``spin`` (turning counter-clockwise through 360 degrees over the n
-    frames about the frame's centre, the whole photo shrunk onto grey so both faces stay in the frame)."""
+    frames about the frame's centre, the whole photo shrunk onto grey so both faces stay in the frame). Cut from
+    ``photo`` (default: the two-face ``PHOTO``)."""
     w, h = size
     if kind == "spin":
-        photo = Image.open(PHOTO).convert("RGB")
+        photo = Image.open(photo).convert("RGB")
         photo = photo.resize((w, round(w * photo.height / photo.width)))
         canvas = Image.new("RGB", (w, h), (128, 128, 128))
         canvas.paste(photo, ((w - photo.width) // 2, (h - photo.height) // 2))
         return [np.asarray(canvas.rotate(360.0 * i / n, resample=Image.BILINEAR, fillcolor=(128, 128, 128))) for i in range(n)]
-    big = Image.open(PHOTO).convert("RGB").resize((int(w * 1.3), int(h * 1.3)))
+    big = Image.open(photo).convert("RGB").resize((int(w * 1.3), int(h * 1.3)))
     rng = np.random.default_rng(0)
     out = []
     for i in range(n):

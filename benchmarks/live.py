@@ -1,0 +1,88 @@
+"""Live video: FacePose's tracker against MediaPipe Face Mesh in video mode, on the same frames, in one process.
+
+    python -m benchmarks.live [--frames 150] [--size 640x480] [--every 10]
+
+The clips are cut from real photos of ``../shared/data/photos`` (``support.clips``, kind "moving": panned,
+zoomed and turned slowly, as a webcam drifts): one face (``ONE_FACE_PHOTO``) and two faces (``PHOTO``).
+On each frame the two take turns (FacePose first on even frames, Face Mesh first on odd ones), so the
+machine's drift hits both alike. FacePose: ``FacePoseTracker.update`` with the frame's time. Face Mesh:
+``FaceMesh(static_image_mode=False, refine_landmarks=False)`` (its video mode, tracking from frame to frame)
+plus the head rotation from its 468 landmarks by Procrustes against MediaPipe's canonical face, as a user
+of Face Mesh gets a head pose. Prints ms per frame, faces per frame and the ratio FacePose / Face Mesh
+(below 1: FacePose is faster). Needs mediapipe (``requirements-train.txt``).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from facepose import FacePoseDetector
+from facepose.tracker import FacePoseTracker
+from support.clips import ONE_FACE_PHOTO, PHOTO, frames
+
+
+class FaceMeshVideo:
+    """Face Mesh in video mode with the head rotation of each face found (Procrustes)."""
+
+    def __init__(self, max_faces: int = 2) -> None:
+        import mediapipe as mp
+
+        from training.mediapipe_teacher import landmarks_to_camera, load_canonical_face, procrustes_rotation
+
+        self.mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=max_faces, refine_landmarks=False)
+        self.canonical, self.to_camera, self.fit = load_canonical_face(), landmarks_to_camera, procrustes_rotation
+
+    def __call__(self, pixels: np.ndarray) -> list[np.ndarray]:
+        result = self.mesh.process(pixels)
+        h, w = pixels.shape[:2]
+        return [self.fit(self.to_camera(np.array([(p.x, p.y, p.z) for p in face.landmark]), w, h), self.canonical)
+                for face in (result.multi_face_landmarks or [])]
+
+    def close(self) -> None:
+        self.mesh.close()
+
+
+def compare(clip: list[np.ndarray], every: int, fps: float = 30.0) -> dict[str, float]:
+    """Median ms per frame and mean faces per frame of the tracker and of Face Mesh, taking turns per frame."""
+    tracker = FacePoseTracker(FacePoseDetector(), every=every)
+    mesh = FaceMeshVideo()
+    times: dict[str, list[float]] = {"facepose": [], "facemesh": []}
+    faces: dict[str, list[int]] = {"facepose": [], "facemesh": []}
+    runs = {"facepose": lambda i, f: tracker.update(f, timestamp=i / fps), "facemesh": lambda i, f: mesh(f)}
+    with torch.inference_mode():
+        for i, frame in enumerate(clip):
+            for name in (("facepose", "facemesh") if i % 2 == 0 else ("facemesh", "facepose")):
+                start = time.perf_counter()
+                found = runs[name](i, frame)
+                times[name].append(time.perf_counter() - start)
+                faces[name].append(len(found))
+    mesh.close()
+    skip = min(10, len(clip) // 5)  # both start up on the first frames
+    out = {f"{k}_ms": 1000 * statistics.mean(v[skip:]) for k, v in times.items()}
+    out |= {f"{k}_faces": float(np.mean(v)) for k, v in faces.items()}
+    out["ratio"] = out["facepose_ms"] / out["facemesh_ms"]
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--frames", type=int, default=150)
+    p.add_argument("--size", default="640x480")
+    p.add_argument("--every", type=int, default=10, help="the tracker's full detection every N frames")
+    args = p.parse_args(argv)
+    size = tuple(int(v) for v in args.size.split("x"))
+    print(f"{args.frames} frames of {args.size}, {torch.get_num_threads()} threads, tracker every={args.every}")
+    print("| clip | FacePose tracker ms/frame | faces/frame | Face Mesh (video mode + Procrustes) ms/frame | faces/frame | ratio |")
+    print("|---|---|---|---|---|---|")
+    for name, photo in (("one face", ONE_FACE_PHOTO), ("two faces", PHOTO)):
+        r = compare(frames("moving", args.frames, size, photo), args.every)
+        print(f"| {name} | {r['facepose_ms']:.1f} | {r['facepose_faces']:.2f} | {r['facemesh_ms']:.1f} | "
+              f"{r['facemesh_faces']:.2f} | {r['ratio']:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
