@@ -72,6 +72,9 @@ class Detections:
     def __len__(self) -> int:
         return len(self.boxes)
 
+    def cpu(self) -> Detections:
+        return Detections(self.boxes.cpu(), self.scores.cpu(), self.landmarks.cpu(), self.rotations.cpu())
+
     def __getitem__(self, index) -> Detections:
         """The faces at ``index`` (a slice, indices or a boolean mask)."""
         return Detections(self.boxes[index], self.scores[index], self.landmarks[index], self.rotations[index])

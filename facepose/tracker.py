@@ -16,7 +16,6 @@ import numpy as np
 import torch
 
 from .boxes import box_overlap, square
-from .cascade import Detections
 from .detector import Face, FacePoseDetector
 from .image import ImageInput
 from .rotation import in_plane_angle, matrix_to_euler
@@ -132,7 +131,7 @@ class FacePoseTracker:
         # any_rotation: each face is cut turned by its last in-plane angle, so R-Net and FPNet see it upright
         angles = torch.tensor([t.angle for t in self.tracks]) if self.detector.config.any_rotation else None
         index, d = self.detector.follow(image, guess, angles)
-        index, d = index.cpu(), Detections(*(t.cpu() for t in (d.boxes, d.scores, d.landmarks, d.rotations)))
+        index, d = index.cpu(), d.cpu()
         stays = box_overlap(d.boxes, last[index]).diagonal() > MIN_STEP_IOU if len(index) else index.bool()
         rotation = (lambda k: d.rotations[k]) if d.rotations.numel() else (lambda k: None)  # noqa: E731
         return {int(index[k]): (d.boxes[k], d.scores[k], d.landmarks[k], rotation(k))
@@ -146,8 +145,7 @@ class FacePoseTracker:
     def _detect(self, image: torch.Tensor, found: dict[int, tuple]) -> dict[int, tuple]:
         """The whole cascade: detections that overlap a followed face update nothing (the followed box
         stays, so ids do not jump); the others start new tracks."""
-        d = self.detector.detections(image)
-        d = Detections(*(t.cpu() for t in (d.boxes, d.scores, d.landmarks, d.rotations)))
+        d = self.detector.detections(image).cpu()
         known = torch.stack([f[0] for f in found.values()]) if found else d.boxes[:0]
         overlap = box_overlap(d.boxes, known).max(1).values if len(known) and len(d.boxes) else None
         for k in range(len(d.boxes)):

@@ -84,7 +84,6 @@ class Cascade:
 
     boxes: np.ndarray  # (N, 4) squared R-Net boxes (FPNet's input windows)
     crops: np.ndarray  # (N, 48, 48, 3) uint8
-    context: np.ndarray  # (N, CONTEXT_SIZE, CONTEXT_SIZE, 3) uint8: the same boxes grown CONTEXT times
     detections: np.ndarray  # (D, 4) O-Net's final boxes
     det_marks: np.ndarray  # (D, 5, 2)
     det_scores: np.ndarray  # (D,)
@@ -106,7 +105,6 @@ class Labeller:
         boxes, crops = run.last_stage_input()  # normalised: (x - 127.5) / 128, exact in float32 both ways
         det = run.detections
         return Cascade(boxes.numpy().astype(np.float64), crops_to_uint8(crops * 128 + 127.5).numpy(),
-                       context_crops(image, boxes.numpy()),
                        det.boxes.numpy().astype(np.float64), det.landmarks.numpy(), det.scores.numpy())
 
     def inside_boxes(self, face: np.ndarray, eyes: np.ndarray | None, count: int) -> np.ndarray:
@@ -253,15 +251,16 @@ class Builder:
         if len(negatives) > self.max_negatives:
             kind[self.rng.choice(negatives, len(negatives) - self.max_negatives, replace=False)] = -1
         keep = kind >= 0
-        samples = {
-            "crops": c.crops[keep], "context": c.context[keep], "kind": kind[keep], "box": offsets_to(c.boxes[keep], target[keep]),
+        image = torch.from_numpy(np.ascontiguousarray(photo.pixels)).permute(2, 0, 1).float()
+        samples = {  # context crops for the kept samples only: most proposals are dropped negatives
+            "crops": c.crops[keep], "context": context_crops(image[None], c.boxes[keep]), "kind": kind[keep],
+            "box": offsets_to(c.boxes[keep], target[keep]),
             "face_key": np.array([f"{photo.key}#{f}" if f >= 0 else "" for f in face_of[keep]]),
         }
         # negatives from inside faces, around the eyes: one per learnable face of at least 30 px
         inside = [self.labeller.inside_boxes(faces[f], eyes[f], 1) for f in range(len(faces))
                   if not ignore[f] and faces[f][2] - faces[f][0] >= 30]
         if inside:
-            image = torch.from_numpy(np.ascontiguousarray(photo.pixels)).permute(2, 0, 1).float()
             boxes = torch.from_numpy(np.concatenate(inside)).float()
             crops, ok = cut_crops(integral_image(image), boxes, 48)
             if ok.any():
