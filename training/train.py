@@ -132,21 +132,18 @@ def losses(model: ONet, batch: Samples, recipe: Recipe, gen: torch.Generator) ->
         x = turn_crops(x, angles, gen, 0.06 * recipe.jitter, 0.08 * recipe.jitter)
         sixd = turned_labels(sixd, angles)
     x = normalize(x)
+    if recipe.jitter and not turning:
+        x = jitter_crops(x, gen, 0.06 * recipe.jitter, 0.08 * recipe.jitter)
+    if recipe.augment:
+        x = augment_crops(x, gen, recipe.augment)
+    device = next(model.parameters()).device
     if recipe.learn == "orientation":  # the lean of each head in its (turned) crop, at any roll
-        if recipe.augment:
-            x = augment_crops(x, gen, recipe.augment)
-        device = next(model.parameters()).device
         posed = ((batch.kind == KIND["positive"]) & batch.has_pose).to(device)
         lean = torch.deg2rad(in_plane_angle(sixd_to_matrix(sixd.double())).float()).to(device)
         v = model.orientation_vector(model.features(x.to(device)))
         cos_error = (v[:, 0] * torch.cos(lean) + v[:, 1] * torch.sin(lean)) / v.norm(dim=1).clamp_min(1e-6)
         loss = (1 - cos_error)[posed].mean() if posed.any() else v.sum() * 0
         return {"orientation": loss, "loss": loss}
-    if recipe.jitter and not turning:
-        x = jitter_crops(x, gen, 0.06 * recipe.jitter, 0.08 * recipe.jitter)
-    if recipe.augment:
-        x = augment_crops(x, gen, recipe.augment)
-    device = next(model.parameters()).device
     x, box, sixd = (t.to(device) for t in (x, box, sixd))
     kind, has_pose = batch.kind.to(device), batch.has_pose.to(device)
     out = model(x)
