@@ -9,7 +9,9 @@ machine's drift hits both alike. FacePose: ``FacePoseTracker.update`` with the f
 ``FaceMesh(static_image_mode=False, refine_landmarks=False)`` (its video mode, tracking from frame to frame)
 plus the head rotation from its 468 landmarks by Procrustes against MediaPipe's canonical face, as a user
 of Face Mesh gets a head pose. Prints ms per frame, faces per frame and the ratio FacePose / Face Mesh
-(below 1: FacePose is faster). Needs mediapipe (``requirements-train.txt``).
+(below 1: FacePose is faster), and how far the tracked pose is from ``detect`` run on each frame alone
+(mean geodesic angle over the faces both report, matched by IoU > 0.5; untimed). Needs mediapipe
+(``requirements-train.txt``).
 """
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ import numpy as np
 import torch
 
 from facepose import FacePoseDetector
+from facepose.boxes import box_overlap
+from facepose.rotation import geodesic_distance
 from facepose.tracker import FacePoseTracker
 from support.clips import ONE_FACE_PHOTO, PHOTO, frames
 
@@ -46,9 +50,28 @@ class FaceMeshVideo:
         self.mesh.close()
 
 
+def pose_difference(tracked: list[list], detector: FacePoseDetector, clip: list[np.ndarray]) -> float:
+    """Mean geodesic angle (degrees) between the tracker's rotations and ``detect``'s on the same frames, over
+    the faces both report (matched by IoU above 0.5)."""
+    angles = []
+    for faces, frame in zip(tracked, clip):
+        alone = detector.detect(frame)
+        if not faces or not alone:
+            continue
+        iou = box_overlap(torch.tensor([f.box for f in faces]), torch.tensor([f.box for f in alone]))
+        for i, j in enumerate(iou.argmax(1).tolist()):
+            if iou[i, j] > 0.5 and faces[i].rotation is not None:
+                r = torch.tensor([faces[i].rotation, alone[j].rotation], dtype=torch.float64)
+                angles.append(float(torch.rad2deg(geodesic_distance(r[:1], r[1:]))[0]))
+    return float(np.mean(angles)) if angles else float("nan")
+
+
 def compare(clip: list[np.ndarray], every: int, fps: float = 30.0) -> dict[str, float]:
-    """Median ms per frame and mean faces per frame of the tracker and of Face Mesh, taking turns per frame."""
-    tracker = FacePoseTracker(FacePoseDetector(), every=every)
+    """Mean ms per frame and mean faces per frame of the tracker and of Face Mesh, taking turns per frame, and
+    the tracked pose's difference from ``detect`` on each frame."""
+    detector = FacePoseDetector()
+    tracker = FacePoseTracker(detector, every=every)
+    tracked = []
     mesh = FaceMeshVideo()
     times: dict[str, list[float]] = {"facepose": [], "facemesh": []}
     faces: dict[str, list[int]] = {"facepose": [], "facemesh": []}
@@ -60,11 +83,14 @@ def compare(clip: list[np.ndarray], every: int, fps: float = 30.0) -> dict[str, 
                 found = runs[name](i, frame)
                 times[name].append(time.perf_counter() - start)
                 faces[name].append(len(found))
+                if name == "facepose":
+                    tracked.append(found)
     mesh.close()
     skip = min(10, len(clip) // 5)  # both start up on the first frames
     out = {f"{k}_ms": 1000 * statistics.mean(v[skip:]) for k, v in times.items()}
     out |= {f"{k}_faces": float(np.mean(v)) for k, v in faces.items()}
     out["ratio"] = out["facepose_ms"] / out["facemesh_ms"]
+    out["pose_difference"] = pose_difference(tracked, detector, clip)
     return out
 
 
@@ -72,16 +98,17 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--frames", type=int, default=150)
     p.add_argument("--size", default="640x480")
-    p.add_argument("--every", type=int, default=10, help="the tracker's full detection every N frames")
+    p.add_argument("--every", type=int, default=30, help="the tracker's search for new faces once every N frames")
     args = p.parse_args(argv)
     size = tuple(int(v) for v in args.size.split("x"))
     print(f"{args.frames} frames of {args.size}, {torch.get_num_threads()} threads, tracker every={args.every}")
-    print("| clip | FacePose tracker ms/frame | faces/frame | Face Mesh (video mode + Procrustes) ms/frame | faces/frame | ratio |")
-    print("|---|---|---|---|---|---|")
+    print("| clip | FacePose tracker ms/frame | faces/frame | Face Mesh (video mode + Procrustes) ms/frame | faces/frame "
+          "| ratio | tracked pose vs detect, degrees |")
+    print("|---|---|---|---|---|---|---|")
     for name, photo in (("one face", ONE_FACE_PHOTO), ("two faces", PHOTO)):
         r = compare(frames("moving", args.frames, size, photo), args.every)
         print(f"| {name} | {r['facepose_ms']:.1f} | {r['facepose_faces']:.2f} | {r['facemesh_ms']:.1f} | "
-              f"{r['facemesh_faces']:.2f} | {r['ratio']:.2f} |", flush=True)
+              f"{r['facemesh_faces']:.2f} | {r['ratio']:.2f} | {r['pose_difference']:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

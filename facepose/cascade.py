@@ -23,7 +23,7 @@ from .pyramid import pyramid_level, pyramid_scales
 from .rotation import matrix_to_sixd, mirror_matrix, sixd_to_matrix, turn_rotations
 
 __all__ = ["STAGES", "Proposals", "Detections", "CascadeRun", "normalize", "pyramid_levels", "propose",
-           "propose_levels", "decode_level", "merge_levels", "refine", "last_stage_input", "finish", "finish_crops",
+           "propose_levels", "pyramid_part", "decode_level", "merge_levels", "refine", "last_stage_input", "finish", "finish_crops",
            "decode_last_stage", "flip_averaged", "mean_with_mirrored", "upright_pose", "run_cascade", "follow"]
 
 STRIDE, CELL = 2, 12  # P-Net sees a 12x12 window every 2 pixels
@@ -136,6 +136,23 @@ def pyramid_levels(ii: torch.Tensor, config: DetectorConfig) -> list[tuple[float
     from the integral image ``ii`` (``(3, H + 1, W + 1)``) for ``config``'s minimum face size and factor."""
     height, width = ii.shape[-2] - 1, ii.shape[-1] - 1
     return [(s, pyramid_level(ii, s)) for s in pyramid_scales(height, width, config.min_face_size, config.factor)]
+
+
+def pyramid_part(levels: list[tuple[float, torch.Tensor]], part: int, parts: int) -> list[tuple[float, torch.Tensor]]:
+    """The ``part``-th of ``parts`` groups of consecutive pyramid levels (largest first), each group about an
+    equal share of the pixels P-Net scans (a level's share is its scale squared): a search spread over several
+    frames scans one group a frame. The largest level is about half the pixels, so with ``parts`` above the
+    groups that this allows some groups are empty.
+
+    >>> [[round(s, 2) for s, _ in pyramid_part([(0.6 * 0.7 ** k, None) for k in range(6)], p, 3)] for p in range(3)]
+    [[0.6], [0.42], [0.29, 0.21, 0.14, 0.1]]
+    """
+    if not 0 <= part < parts:
+        raise ValueError(f"part must be in [0, {parts}), got {part}")
+    shares = np.array([s * s for s, _ in levels], dtype=np.float64)
+    starts = np.concatenate(([0.0], np.cumsum(shares)[:-1])) / max(shares.sum(), 1e-12)
+    group = np.minimum((starts * parts + 1e-9).astype(int), parts - 1)  # where each level's pixels begin
+    return [level for level, g in zip(levels, group) if g == part]
 
 
 def propose(pnet: PNet, ii: torch.Tensor, config: DetectorConfig) -> Proposals:

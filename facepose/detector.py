@@ -8,8 +8,9 @@ from pathlib import Path
 import torch
 
 from . import hub
-from .cascade import Detections, follow, run_cascade
+from .cascade import Detections, follow, pyramid_levels, pyramid_part, run_cascade
 from .config import DetectorConfig
+from .crops import integral_image
 from .image import ImageInput, load_image
 from .nets import CascadeNets
 from .rotation import matrix_to_euler
@@ -162,9 +163,18 @@ class FacePoseDetector:
         return self.config.flip_pose and self.pose_available
 
     @torch.inference_mode()
-    def detections(self, image: torch.Tensor) -> Detections:
+    def detections(self, image: torch.Tensor, part: tuple[int, int] | None = None) -> Detections:
         """The whole cascade (in every quarter turn with ``any_rotation``) on a ``prepare``d image: the faces'
-        boxes, scores, landmarks and rotations as tensors, best first."""
+        boxes, scores, landmarks and rotations as tensors, best first.
+
+        ``part=(k, n)``: P-Net scans only the ``k``-th of ``n`` groups of pyramid levels (``cascade.pyramid_part``,
+        about equal work each), so a search can be spread over ``n`` frames (the tracker's); upright only."""
+        if part is not None:
+            ii = integral_image(image[0])
+            levels = pyramid_part(pyramid_levels(ii, self.config), *part)
+            if not levels:
+                return Detections.empty(image.float(), self.nets.fpnet.has_rotation)
+            return run_cascade(self.nets, image, self.config, flip_pose=self.flip_pose, levels=levels, ii=ii).detections
         if self.config.any_rotation:
             return run_cascade_any_rotation(self.nets, image, self.config, self.flip_pose)
         return run_cascade(self.nets, image, self.config, flip_pose=self.flip_pose).detections

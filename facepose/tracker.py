@@ -1,7 +1,9 @@
 """``FacePoseTracker``: faces on video, each with a stable ``track_id``, followed from frame to frame.
 
-Every ``every`` frames (and whenever a face was lost) the whole cascade runs and finds new faces. On the
-frames between, each known face is refined from where it was: its last box, moved half its last step on,
+New faces are searched for over every ``every`` frames: the search is spread over the cycle, P-Net scanning
+a third of the pyramid's pixels on each of three frames (``cascade.pyramid_part``: the largest level, the
+next, the rest), so no frame pays for a whole search. When a face was lost (or none is known) the whole
+cascade runs at once. On every frame, each known face is refined from where it was: its last box, moved half its last step on,
 goes through R-Net and FPNet alone (``FacePoseDetector.follow``: all faces in one batch, no pyramid, and
 no NMS between faces, so a face keeps its id when another crosses it). A face whose crop
 R-Net or FPNet no longer accepts is lost, and its track ends. Boxes, landmarks and rotations are
@@ -24,6 +26,8 @@ from .smoothing import OneEuro, OneEuroRotation
 __all__ = ["TrackedFace", "FacePoseTracker"]
 
 MIN_STEP_IOU = 0.4  # a followed box must overlap its last box this much (faces do not jump between frames)
+REFOLLOW_FRAMES = 10  # a face lost this many frames ago or less is still followed from where its motion takes it
+SEARCH_PARTS = 3  # a search for new faces is spread over this many frames of each cycle
 REVIVE_IOU = 0.3  # a new detection takes over a recently lost track it overlaps this much
 VELOCITY_DAMPING = 0.5  # the next box is guessed half a step ahead: a full step overshoots when the box jitters
 
@@ -62,13 +66,15 @@ class FacePoseTracker:
 
     Args:
         detector: the detector whose networks and settings are used (default: the packaged one).
-        every: run the whole cascade every this many frames to pick up new faces (also when a face is lost).
+        every: search for new faces once in every this many frames (spread over three of them; the whole cascade
+            at once when a face is lost): at 30 frames a second, the default finds a face that comes into
+            view within a second.
         smooth: One Euro smoothing of boxes, landmarks and rotation (default on).
         fps: the frame rate assumed for frames given without a timestamp (frame ``n`` is at ``n / fps`` s), so
             that smoothing does not depend on how fast the machine runs.
     """
 
-    def __init__(self, detector: FacePoseDetector | None = None, every: int = 10, smooth: bool = True,
+    def __init__(self, detector: FacePoseDetector | None = None, every: int = 30, smooth: bool = True,
                  fps: float = 30.0) -> None:
         if every < 1:
             raise ValueError(f"every must be at least 1, got {every}")
@@ -95,12 +101,12 @@ class FacePoseTracker:
         now = timestamp if timestamp is not None else self.frame_index / self.fps
         dt = 0.0 if self._last_time is None else now - self._last_time
         self._last_time = now
-        # faces followed for a while (3 frames or more) and lost in the last `every` frames are followed too, from
+        # faces followed for a while (3 frames or more) and lost in the last REFOLLOW_FRAMES are followed too, from
         # where their motion takes them: one that R-Net or FPNet let slip for a frame or two (a small face, a fast
         # turn) comes back with its id; a one-frame flicker (a false face at a full detection) is not kept alive
-        recent = [(k, t) for k, t in self.lost if self.frame_index - k <= self.every and t.age >= 3]
+        recent = [(k, t) for k, t in self.lost if self.frame_index - k <= REFOLLOW_FRAMES and t.age >= 3]
         again = {id(t) for _, t in recent}
-        self.lost = [(k, t) for k, t in self.lost if self.frame_index - k <= 3 * self.every and id(t) not in again]
+        self.lost = [(k, t) for k, t in self.lost if self.frame_index - k <= 3 * REFOLLOW_FRAMES and id(t) not in again]
         lost_at, live = {id(t): k for k, t in recent}, len(self.tracks)
         self.tracks += [t for _, t in recent]
         found = self._follow(image)  # track index -> (box, score, landmarks, rotation)
@@ -114,11 +120,23 @@ class FacePoseTracker:
                 self.lost.append((lost_at.get(id(t), self.frame_index), t))
         self.tracks = [t for i, t in enumerate(self.tracks) if i in found]
         found = {k: found[i] for k, i in enumerate(sorted(found))}
-        if self._need_detection or lost or self.frame_index % self.every == 0:
+        if self._need_detection or lost:
             found = self._detect(image, found)
+        elif (part := self._search_part()) is not None:
+            found = self._detect(image, found, part)
         self._need_detection = not self.tracks
         self.frame_index += 1
         return self._report(found, dt)
+
+    def _search_part(self) -> tuple[int, int] | None:
+        """Which part of the search for new faces this frame makes: ``(k, n)`` (``detector.detections``'s
+        ``part``), ``None`` for no search. With ``any_rotation`` the whole search runs on the cycle's first frame."""
+        offset = self.frame_index % self.every
+        if self.detector.config.any_rotation:
+            return None if offset else (0, 1)
+        parts = min(SEARCH_PARTS, self.every)
+        at = [k * self.every // parts for k in range(parts)]
+        return (at.index(offset), parts) if offset in at else None
 
     def _follow(self, image: torch.Tensor) -> dict[int, tuple]:
         """Every known face refined from its predicted box (``detector.follow``); a face whose box jumped
@@ -142,10 +160,12 @@ class FacePoseTracker:
         """Whether a lost track followed again landed on a face that a live track holds."""
         return any(float(box_overlap(box[None], f[0][None])[0, 0]) > 0.5 for i, f in found.items() if i < live)
 
-    def _detect(self, image: torch.Tensor, found: dict[int, tuple]) -> dict[int, tuple]:
-        """The whole cascade: detections that overlap a followed face update nothing (the followed box
-        stays, so ids do not jump); the others start new tracks."""
-        d = self.detector.detections(image).cpu()
+    def _detect(self, image: torch.Tensor, found: dict[int, tuple], part: tuple[int, int] | None = None) -> dict[int, tuple]:
+        """The cascade (P-Net on the ``part`` of the pyramid, or all of it): detections that overlap a
+        followed face update nothing (the followed box stays, so ids do not jump); the others start new tracks."""
+        if part is not None and part[1] == 1:
+            part = None
+        d = (self.detector.detections(image) if part is None else self.detector.detections(image, part)).cpu()
         known = torch.stack([f[0] for f in found.values()]) if found else d.boxes[:0]
         overlap = box_overlap(d.boxes, known).max(1).values if len(known) and len(d.boxes) else None
         for k in range(len(d.boxes)):

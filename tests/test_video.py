@@ -149,16 +149,18 @@ def test_truncated_video_keeps_what_decoded(tmp_path, capsys):
 @needs_photos
 def test_tracker_detects_only_periodically_on_a_still_clip(monkeypatch):
     """Two still faces (one cut by the frame's top edge) are followed, not lost and found again: the whole
-    cascade runs only every ``every`` frames (it ran on 27 of 60 frames when the border face's box jittered)."""
+    cascade runs on the first frame only, and the search for new faces takes a third of the pyramid on three
+    frames of each ``every`` (it ran whole on 27 of 60 frames when the border face's box jittered)."""
     from facepose.tracker import FacePoseTracker
     from support.clips import frames
 
     tracker = FacePoseTracker(every=10)
     calls = []
     detect = tracker._detect
-    monkeypatch.setattr(tracker, "_detect", lambda *a: calls.append(1) or detect(*a))
+    monkeypatch.setattr(tracker, "_detect", lambda image, found, part=None: calls.append(part) or detect(image, found, part))
     result = [tracker.update(f, timestamp=i / 30) for i, f in enumerate(frames("still", 30, (640, 480)))]
-    assert len(calls) <= 4, f"{len(calls)} full detections in 30 frames"
+    assert calls[0] is None and calls.count(None) == 1, calls
+    assert calls[1:] == [(1, 3), (2, 3)] + [(0, 3), (1, 3), (2, 3)] * 2, calls
     assert all(len(faces) >= 2 for faces in result)
 
 
@@ -183,3 +185,28 @@ def test_tracker_follows_heads_through_a_full_turn():
     lean = [next(f for f in faces if f.track_id == big).roll for faces in result[:60:10]]
     expected = [-2.4 * k for k in range(0, 60, 10)]
     assert all(abs((a - e + 180) % 360 - 180) < 20 for a, e in zip(lean, expected)), (lean, expected)
+
+
+@needs_photos
+def test_tracker_finds_a_face_that_comes_into_view():
+    """Still faces, all but the best hidden for the first 12 frames: while that one is followed, the search
+    spread over each cycle of ``every`` frames finds the newcomers within one cycle, under new track ids."""
+    from facepose import FacePoseDetector
+    from facepose.tracker import FacePoseTracker
+    from support.clips import frames
+
+    clip = frames("still", 30, (640, 480))
+    boxes = [f.box for f in FacePoseDetector().detect(clip[0])]
+    assert len(boxes) >= 2
+    tracker = FacePoseTracker(every=10)
+    seen = []
+    for i, frame in enumerate(clip):
+        if i < 12:
+            frame = frame.copy()
+            for x1, y1, x2, y2 in (map(int, b) for b in boxes[1:]):
+                frame[max(y1 - 10, 0):y2 + 10, max(x1 - 10, 0):x2 + 10] = 128
+        seen.append({f.track_id for f in tracker.update(frame, timestamp=i / 30)})
+    assert all(len(ids) == 1 for ids in seen[:12]), seen[:12]
+    first = next(i for i, ids in enumerate(seen) if len(ids) >= 2)
+    assert 12 <= first < 12 + 10, seen
+    assert all(seen[0] < ids for ids in seen[first:]), seen  # the first face keeps its id beside the newcomer
