@@ -4,23 +4,73 @@
 build has it, the audio stream copied as it is) and ``dest``'s stem + ``.jsonl``: one line per frame,
 ``{"frame": i, "time": seconds, "faces": [{"track_id", "box", "score", "landmarks", "rotation", "yaw",
 "pitch", "roll"}]}``. Both are written under temporary names and renamed when complete.
+
+It runs as a pipeline of three threads joined by short queues: decoding (FFmpeg's own threads too), tracking
+(this thread) and drawing + encoding, so that on two cores the tracker never waits for the codec. FFmpeg and
+torch release Python's lock while they work.
 """
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+import queue
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from .draw import draw_faces
 from .tracker import FacePoseTracker
 
-__all__ = ["VideoError", "VideoSummary", "annotate_video", "jsonl_path"]
+__all__ = ["VideoError", "VideoCancelled", "VideoSummary", "annotate_video", "jsonl_path"]
+
+QUEUE_FRAMES = 8  # frames each pipeline queue holds: enough to even out the stages, little memory
+_END = object()
 
 
 class VideoError(ValueError):
     """The input is not a readable video; the message says why."""
+
+
+class VideoCancelled(Exception):
+    """``annotate_video`` stopped because its ``cancelled()`` said so; nothing was written."""
+
+
+class _Stage(threading.Thread):
+    """A pipeline stage in its own thread: ``work()`` runs there; what it raises is kept in ``error``."""
+
+    def __init__(self, work: Callable) -> None:
+        super().__init__(daemon=True)
+        self.work, self.error = work, None
+
+    def run(self) -> None:
+        try:
+            self.work()
+        except BaseException as e:  # handed to the main thread
+            self.error = e
+
+
+
+def _put(q: queue.Queue, item, stop: threading.Event) -> None:
+    """``q.put`` that gives up when the pipeline stops (a full queue would block a stage for ever)."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            continue
+
+
+def _drain(q: queue.Queue, stop: threading.Event) -> Iterator:
+    """The items of ``q`` up to the end marker (or until the pipeline stops)."""
+    while not stop.is_set():
+        try:
+            item = q.get(timeout=0.1)
+        except queue.Empty:
+            continue
+        if item is _END:
+            return
+        yield item
 
 
 @dataclass
@@ -60,10 +110,12 @@ def _open(src: Path):
 
 
 def annotate_video(src: str | Path, dest: str | Path, tracker: FacePoseTracker, landmarks: bool = True,
-                   progress: Callable[[int], None] | None = None) -> VideoSummary:
+                   progress: Callable[[int], None] | None = None,
+                   cancelled: Callable[[], bool] | None = None) -> VideoSummary:
     """Track faces through ``src`` and write the annotated video ``dest`` and its JSONL (see module doc).
-    ``progress(frames_done)`` is called after each frame. Raises ``VideoError`` for a file that is not a
-    video, has no video stream, or breaks off before its first frame."""
+    ``progress(frames_done)`` is called after each frame is tracked; ``cancelled()`` before each frame: when it
+    returns True the work stops, nothing is written, and ``VideoCancelled`` is raised. Raises ``VideoError`` for
+    a file that is not a video, has no video stream, or breaks off before its first frame."""
     av = _av()
     src, dest = Path(src), Path(dest)
     container = _open(src)
@@ -73,8 +125,12 @@ def annotate_video(src: str | Path, dest: str | Path, tracker: FacePoseTracker, 
     tmp_video = dest.with_name(f".{dest.name}.tmp{dest.suffix}")
     tmp_jsonl = dest.with_name(f".{jsonl_path(dest).name}.tmp")
     tracker.reset()
-    frames, ids, last_time = 0, set(), 0.0
-    broken = None
+    video_in.thread_type = "AUTO"  # FFmpeg decodes on several threads
+    decoded: queue.Queue = queue.Queue(QUEUE_FRAMES)
+    tracked: queue.Queue = queue.Queue(QUEUE_FRAMES)
+    stop = threading.Event()
+    state = {"frames": 0, "broken": None, "last_time": 0.0}
+    ids: set[int] = set()
     try:
         output = av.open(str(tmp_video), "w")
         codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
@@ -85,37 +141,80 @@ def annotate_video(src: str | Path, dest: str | Path, tracker: FacePoseTracker, 
             video_out.options = {"preset": "veryfast"}
         audio_out = output.add_stream_from_template(audio_in) if audio_in is not None else None
         streams = [video_in] + ([audio_in] if audio_in is not None else [])
-        with open(tmp_jsonl, "w", encoding="utf-8") as log:
+
+        def decode() -> None:  # demux and decode: audio packets and frames, in file order
             try:
                 for packet in container.demux(*streams):
                     if packet.stream is audio_in:
                         if packet.dts is not None:
-                            packet.stream = audio_out
-                            output.mux(packet)
+                            _put(decoded, ("audio", packet), stop)
                         continue
                     for frame in packet.decode():
-                        t = float(frame.time) if frame.time is not None else frames / float(rate)
-                        pixels = frame.to_ndarray(format="rgb24")
-                        faces = tracker.update(pixels, timestamp=t)
-                        ids.update(f.track_id for f in faces)
-                        annotated = av.VideoFrame.from_image(draw_faces(pixels, faces, landmarks=landmarks))
-                        for out_packet in video_out.encode(annotated):
-                            output.mux(out_packet)
-                        log.write(json.dumps({"frame": frames, "time": round(t, 6),
-                                              "faces": [f.to_dict() for f in faces]}) + "\n")
-                        frames, last_time = frames + 1, t
-                        if progress:
-                            progress(frames)
+                        t = float(frame.time) if frame.time is not None else None
+                        _put(decoded, ("frame", t, frame.to_ndarray(format="rgb24")), stop)
+                    if stop.is_set():
+                        return
             except av.error.FFmpegError as e:  # a file cut short: keep what decoded, say so
-                broken = e
+                state["broken"] = e
+            finally:
+                _put(decoded, _END, stop)
+
+        def encode(log) -> None:  # draw, encode, mux, log
+            n = 0
+            for item in _drain(tracked, stop):
+                if item[0] == "audio":
+                    packet = item[1]
+                    packet.stream = audio_out
+                    output.mux(packet)
+                    continue
+                _, t, pixels, faces = item
+                annotated = av.VideoFrame.from_image(draw_faces(pixels, faces, landmarks=landmarks))
+                for out_packet in video_out.encode(annotated):
+                    output.mux(out_packet)
+                log.write(json.dumps({"frame": n, "time": round(t, 6), "faces": [f.to_dict() for f in faces]}) + "\n")
+                n += 1
             for out_packet in video_out.encode():
                 output.mux(out_packet)
+
+        with open(tmp_jsonl, "w", encoding="utf-8") as log:
+            reader, writer = _Stage(decode), _Stage(lambda: encode(log))
+            reader.start()
+            writer.start()
+            try:
+                for item in _drain(decoded, stop):
+                    if writer.error is not None:  # the encoder failed: stop reading
+                        stop.set()
+                        break
+                    if item[0] == "frame":
+                        if cancelled is not None and cancelled():
+                            raise VideoCancelled(f"stopped after {state['frames']} frames of {src}")
+                        _, t, pixels = item
+                        t = t if t is not None else state["frames"] / float(rate)
+                        faces = tracker.update(pixels, timestamp=t)
+                        ids.update(f.track_id for f in faces)
+                        item = ("frame", t, pixels, faces)
+                        state["frames"], state["last_time"] = state["frames"] + 1, t
+                        if progress:
+                            progress(state["frames"])
+                    _put(tracked, item, stop)
+                _put(tracked, _END, stop)
+            except BaseException:
+                stop.set()  # the other stages end at their next step
+                raise
+            finally:
+                reader.join()
+                writer.join()
+            for stage in (writer, reader):
+                if stage.error is not None:
+                    raise stage.error
         output.close()
+        frames, broken, last_time = state["frames"], state["broken"], state["last_time"]
         if frames == 0:
             raise VideoError(f"{src} has no decodable video frame" + (f" ({broken})" if broken else ""))
         os.replace(tmp_video, dest)
         os.replace(tmp_jsonl, jsonl_path(dest))
     finally:
+        stop.set()
         container.close()
         for tmp in (tmp_video, tmp_jsonl):
             tmp.unlink(missing_ok=True)

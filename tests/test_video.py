@@ -109,6 +109,26 @@ def test_video_cli_on_a_short_clip(tmp_path):
     assert main(["video", str(clip), str(out)]) == 2  # results exist: kept without --overwrite
 
 
+@needs_photos
+@needs_av
+def test_a_cancelled_video_stops_and_leaves_nothing(tmp_path):
+    """``cancelled()`` turning true mid-clip stops the pipeline: ``VideoCancelled``, no output, no temporary
+    file, no stage thread left running."""
+    import threading
+
+    from facepose.tracker import FacePoseTracker
+    from facepose.video import VideoCancelled, annotate_video
+
+    clip = make_clip(tmp_path / "clip.mp4", 40)
+    done = []
+    before = threading.active_count()
+    with pytest.raises(VideoCancelled):
+        annotate_video(clip, tmp_path / "out.mp4", FacePoseTracker(), progress=done.append, cancelled=lambda: len(done) >= 5)
+    assert len(done) == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
+    assert threading.active_count() == before
+
+
 @needs_av
 def test_bad_videos_get_clear_errors(tmp_path, capsys):
     text = tmp_path / "notes.mp4"

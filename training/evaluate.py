@@ -3,7 +3,7 @@ side, detection AP on WIDER FACE val against the original O-Net, speed and size.
 
     python -m training.evaluate [--weights facepose/data/fpnet.safetensors] [--out runs/eval]
 
-Writes ``metrics.json``, ``metrics.md`` (the tables) and ``pose_error_vs_yaw.png`` to ``--out``.
+Writes ``metrics.json`` and ``metrics.md`` (the tables) to ``--out``; ``training.model_card`` draws the plots.
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from facepose.cascade import finish_crops, normalize, run_cascade
 from facepose.config import DetectorConfig
 from facepose.crops import cut_crops, integral_image
 from facepose.image import load_image
+from facepose.nets import face_probability
 from facepose.rotation import matrix_to_euler, sixd_to_matrix
 from facepose.weights import WEIGHTS_DIR, load_last_stage
 from support.paths import AFLW2000, PHOTOS, WIDER_VAL
@@ -38,6 +39,34 @@ from .teacher import find_whenet_h5, flip_averaged, load_whenet
 __all__ = ["evaluate_aflw2000", "wider_crops", "wider_ap", "speed", "markdown", "main"]
 
 
+def _matches(boxes: torch.Tensor, gt: np.ndarray) -> torch.Tensor:
+    """Which of ``boxes (N, 4)`` are the face of the ground-truth box ``gt``: IoU above 0.3, centre inside it."""
+    if not len(boxes):
+        return torch.zeros(0, dtype=torch.bool)
+    boxes = boxes.float().cpu()
+    iou = box_overlap(boxes, torch.tensor(gt[None]).float())[:, 0]
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+    inside = (centre[:, 0] > gt[0]) & (centre[:, 0] < gt[2]) & (centre[:, 1] > gt[1]) & (centre[:, 1] < gt[3])
+    return (iou > 0.3) & inside
+
+
+@torch.inference_mode()
+def where_lost(detector: FacePoseDetector, pixels: np.ndarray, gt: np.ndarray) -> tuple[str, float]:
+    """For a face the detector missed: the stage that lost it (``pnet``: no proposal on it, ``rnet``: R-Net
+    rejected them all, ``fpnet``: the last stage did) and the best last-stage face score among R-Net's boxes on
+    it (NaN if none reached it)."""
+    image = torch.from_numpy(pixels).permute(2, 0, 1)[None]
+    run = run_cascade(detector.nets, image, detector.config, until="rnet")
+    if not _matches(run.proposals.boxes, gt).any():
+        return "pnet", float("nan")
+    boxes, crops = run.last_stage_input()
+    on_face = _matches(boxes, gt)
+    if not on_face.any():
+        return "rnet", float("nan")
+    scores = face_probability(detector.nets.fpnet(crops[on_face]).face_logits)
+    return "fpnet", float(scores.max())
+
+
 def evaluate_aflw2000(detector: FacePoseDetector, fpnet, teacher, root: Path, limit: int | None,
                       facemesh: FaceMeshTeacher | None = None) -> dict:
     """Pose on AFLW2000: FacePose end to end, FPNet on ground-truth crops, WHENet, and with ``facemesh``
@@ -48,24 +77,21 @@ def evaluate_aflw2000(detector: FacePoseDetector, fpnet, teacher, root: Path, li
     truth = np.stack([s.angles for s in samples])
     e2e_pred, e2e_single, e2e_idx, crop_pred, teach_pred, teach_flip = [], [], [], [], [], []
     mesh_peer, mesh_teacher = [], []  # (3, 3) rotations or None per face
-    batch_t = []
+    batch_t, lost = [], {}
     single = detector.replace(flip_pose=False)
     for i, s in enumerate(tqdm(samples, desc="AFLW2000", unit="img")):
         pixels = load_image(s.image)
         gt = s.box68
         faces = detector.detect(pixels)
-        if faces:
-            b = torch.tensor([f.box for f in faces])
-            iou = box_overlap(b, torch.tensor(gt[None]).float())[:, 0]
-            centre = (b[:, :2] + b[:, 2:]) / 2
-            inside = (centre[:, 0] > gt[0]) & (centre[:, 0] < gt[2]) & (centre[:, 1] > gt[1]) & (centre[:, 1] < gt[3])
-            ok = torch.nonzero((iou > 0.3) & inside).flatten()
-            if len(ok):
-                k = int(ok[0])  # best scoring match
-                f, g = faces[k], single.detect(pixels)[k]  # the same faces: flipping changes the pose only
-                e2e_pred.append([f.yaw, f.pitch, f.roll])
-                e2e_single.append([g.yaw, g.pitch, g.roll])
-                e2e_idx.append(i)
+        ok = torch.nonzero(_matches(torch.tensor([f.box for f in faces]).reshape(-1, 4), gt)).flatten()
+        if len(ok):
+            k = int(ok[0])  # best scoring match
+            f, g = faces[k], single.detect(pixels)[k]  # the same faces: flipping changes the pose only
+            e2e_pred.append([f.yaw, f.pitch, f.roll])
+            e2e_single.append([g.yaw, g.pitch, g.roll])
+            e2e_idx.append(i)
+        else:
+            lost[i] = where_lost(detector, pixels, gt)
         # FPNet on the ground-truth box (squared 68-landmark box), as the cascade would crop it
         image = torch.from_numpy(pixels).permute(2, 0, 1).float()
         crops, _ = cut_crops(integral_image(image), square(torch.tensor(gt[None]).float()), 48)
@@ -95,8 +121,7 @@ def evaluate_aflw2000(detector: FacePoseDetector, fpnet, teacher, root: Path, li
         "teacher_on_detected": summary(teach[e2e_idx]),
         "teacher": summary(teach),
         "teacher_flip_averaged": summary(teach_f),
-        "_per_face": {"abs_yaw": np.abs(truth[e2e_idx, 0]).tolist(), "fpnet": e2e.mean(1).tolist(),
-                      "teacher": teach_f[e2e_idx].mean(1).tolist()},
+        "by_yaw": by_yaw(truth, e2e, e2e_idx, lost, detector.config.fpnet_threshold),
     }
 
 
@@ -175,27 +200,32 @@ def speed(weights: Path, photos: Path, repeats: int = 5) -> dict:
     return out
 
 
-def plot(per_face: dict, path: Path) -> None:
-    import matplotlib
+YAW_TABLE_EDGES = (0, 30, 60, 75, 100)  # the model card's bins of |yaw| (AFLW2000's faces reach 99 degrees)
+YAW_PLOT_EDGES = tuple(range(0, 101, 10))  # the plot's
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    yaw = np.array(per_face["abs_yaw"])
-    edges = np.arange(0, 100, 10)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for key, label in (("fpnet", "FPNet (end to end)"), ("teacher", "WHENet teacher (flip-averaged)")):
-        err = np.array(per_face[key])
-        means = [err[(yaw >= a) & (yaw < a + 10)].mean() if ((yaw >= a) & (yaw < a + 10)).any() else np.nan for a in edges]
-        ax.plot(edges + 5, means, marker="o", label=label)
-    ax.set_xlabel("|yaw| of the face (degrees)")
-    ax.set_ylabel("mean angle error (degrees)")
-    ax.set_title("AFLW2000: pose error against |yaw|")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+def by_yaw(truth: np.ndarray, e2e: np.ndarray, e2e_idx: list[int], lost: dict[int, tuple[str, float]],
+           threshold: float) -> dict:
+    """Per bin of the true |yaw|: faces, the share found, the mean error per axis of those found, and where the
+    missed ones were lost (``where_lost``), for the table (``YAW_TABLE_EDGES``) and the plot (``YAW_PLOT_EDGES``)."""
+    yaw = np.abs(truth[:, 0])
+    errors = np.full((len(truth), 3), np.nan)
+    errors[e2e_idx] = e2e
+    out = {}
+    for name, edges in (("table", YAW_TABLE_EDGES), ("plot", YAW_PLOT_EDGES)):
+        rows = []
+        for lo, hi in zip(edges[:-1], edges[1:]):
+            inside = np.flatnonzero((yaw >= lo) & (yaw < hi))
+            err = errors[inside]
+            found = ~np.isnan(err[:, 0])
+            stages = [lost[i] for i in inside if i in lost]
+            rows.append({"from": lo, "to": hi, "faces": int(len(inside)), "found": int(found.sum()),
+                         **{axis: float(err[found, k].mean()) if found.any() else None for k, axis in enumerate(("yaw", "pitch", "roll"))},
+                         **{f"lost_at_{stage}": sum(1 for s, _ in stages if s == stage) for stage in ("pnet", "rnet", "fpnet")},
+                         "lost_scores": sorted(round(v, 3) for s, v in stages if s == "fpnet")})
+        out[name] = rows
+    out["fpnet_threshold"] = threshold
+    return out
 
 
 def markdown(m: dict) -> str:
@@ -220,6 +250,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--teacher", type=Path, default=None)
     p.add_argument("--limit", type=int, default=None, help="at most this many images per benchmark")
     p.add_argument("--no-mediapipe", action="store_true", help="leave MediaPipe Face Mesh out of the comparison")
+    p.add_argument("--aflw2000-only", action="store_true",
+                   help="only the AFLW2000 pose measures (a model compared on the card, see training.ship --compare-eval)")
     p.add_argument("--speed-only", type=Path, metavar="METRICS_JSON",
                    help="only measure the speed again and rewrite the 'speed' entry of this metrics.json of the same "
                         "weights (after a change to the detector's code; then python -m training.model_card)")
@@ -246,8 +278,9 @@ def main(argv: list[str] | None = None) -> dict:
         except ImportError as e:
             print(f"note: no MediaPipe rows ({e})")
     metrics["aflw2000"] = evaluate_aflw2000(detector, fpnet, teacher, args.aflw2000, args.limit, facemesh)
-    per_face = metrics["aflw2000"].pop("_per_face")
-    plot(per_face, args.out / "pose_error_vs_yaw.png")
+    if args.aflw2000_only:
+        (args.out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        return metrics
     metrics["wider_val"] = wider_ap({"fpnet": fpnet, "onet": load_last_stage(WEIGHTS_DIR / "onet.safetensors")[0]},
                                     wider_crops(detector, args.wider_val, args.limit), detector.config)
     metrics["speed"] = speed(args.weights, args.photos)

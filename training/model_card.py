@@ -1,4 +1,5 @@
-"""Regenerate MODEL_CARD.md from the shipped ``metrics.json`` so the card's numbers can't drift.
+"""Regenerate MODEL_CARD.md (and its plot, ``pose_error_vs_yaw.png``) from the shipped ``metrics.json`` so the
+card's numbers can't drift.
 
     python -m training.model_card [--metrics facepose/data/metrics.json] [--out MODEL_CARD.md]
 """
@@ -76,6 +77,70 @@ def previous_line(m: dict) -> str:
         return ""
     return (f"\n{p['note']}: {p['aflw2000']['end_to_end']['mean']:.2f} end to end flip-averaged, "
             f"{p['aflw2000']['end_to_end_without_flip']['mean']:.2f} single crop.\n")
+
+
+def _cell(v) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def yaw_section(m: dict) -> str:
+    """The error per axis and the share found, per bin of |yaw| (``evaluate.by_yaw``), with the compared model's
+    beside them, and where the missed faces were lost."""
+    b = m["aflw2000"].get("by_yaw")
+    if not b:
+        return ""
+    c = (m.get("compare") or {}).get("by_yaw")
+    head = "| \\|yaw\\| | faces | found | yaw | pitch | roll |"
+    note = ""
+    if c:
+        head += f" {m['compare']['name']}: found | yaw | pitch | roll |"
+        note = f"\n\n{m['compare']['note']}"
+    lines = [head, "|---" * (10 if c else 6) + "|"]
+    for k, r in enumerate(b["table"]):
+        row = (f"| {r['from']}-{r['to'] if r['to'] < 100 else 99} | {r['faces']} | {100 * r['found'] / max(r['faces'], 1):.1f}% | "
+               f"{_cell(r['yaw'])} | {_cell(r['pitch'])} | {_cell(r['roll'])} |")
+        if c:
+            o = c["table"][k]
+            row += f" {100 * o['found'] / max(o['faces'], 1):.1f}% | {_cell(o['yaw'])} | {_cell(o['pitch'])} | {_cell(o['roll'])} |"
+        lines.append(row)
+    missed = [r for r in b["table"]]
+    lost = {stage: sum(r[f"lost_at_{stage}"] for r in missed) for stage in ("pnet", "rnet", "fpnet")}
+    scores = sorted(v for r in missed for v in r["lost_scores"])
+    below = sum(1 for v in scores if v >= 0.5)
+    where = (f"Of the {sum(lost.values())} faces not found, P-Net proposed no box on {lost['pnet']}, R-Net rejected "
+             f"every box on {lost['rnet']}, and the last stage (O-Net's face score, unchanged in FPNet) rejected "
+             f"{lost['fpnet']}")
+    if scores:
+        where += (f": its best score on those faces has a median of {scores[len(scores) // 2]:.2f} against the threshold "
+                  f"of {b['fpnet_threshold']:.2f}, and {below} of them score 0.5 or more")
+    return ("Mean absolute error in degrees of the faces found, end to end, per bin of the true |yaw|:" + note + "\n\n"
+            + "\n".join(lines) + "\n\n" + where + ".\n")
+
+
+def plot(m: dict, path: Path) -> None:
+    """Error per axis against |yaw| (``evaluate.by_yaw``'s plot bins), the compared model's beside it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = [("FPNet (shipped)", m["aflw2000"]["by_yaw"]["plot"])]
+    if (m.get("compare") or {}).get("by_yaw"):
+        models.append((m["compare"]["name"], m["compare"]["by_yaw"]["plot"]))
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4), sharey=True)
+    for ax, axis in zip(axes, ("yaw", "pitch", "roll")):
+        for (name, rows), style in zip(models, ("-o", "--s")):
+            ax.plot([(r["from"] + r["to"]) / 2 for r in rows], [r[axis] if r[axis] is not None else float("nan") for r in rows],
+                    style, label=name)
+        ax.set_title(axis)
+        ax.set_xlabel("|yaw| of the face (degrees)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("mean absolute error (degrees)")
+    axes[0].legend()
+    fig.suptitle("AFLW2000, end to end: error per axis against |yaw|")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def teachers_section(m: dict) -> str:
@@ -176,8 +241,8 @@ measured on those. By default each face's rotation is averaged with the one FPNe
 {pose_table(aflw2000_rows(a))}
 
 {chr(10).join(common_table(a))}{previous_line(m)}
-
-![pose error against yaw](pose_error_vs_yaw.png)
+{yaw_section(m)}
+![pose error per axis against yaw](pose_error_vs_yaw.png)
 
 ### Detection on WIDER FACE val ({w['images']} images, {w['faces']} faces of 20 px or more; smaller faces ignored)
 
@@ -249,6 +314,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     metrics = json.loads(args.metrics.read_text())
     args.out.write_text(render(metrics, metrics.get("recipe", {})))
+    if metrics["aflw2000"].get("by_yaw"):
+        plot(metrics, args.out.parent / "pose_error_vs_yaw.png")
     print(f"wrote {args.out}")
 
 

@@ -1,9 +1,10 @@
-"""Make a trained FPNet the package's default: copy its weights, metrics and plot into ``facepose/data``,
+"""Make a trained FPNet the package's default: copy its weights and metrics into ``facepose/data``,
 record the new sha256 in ``manifest.json``, and record what the new default detector gives on every 20th
 AFLW2000 face in ``tests/data/aflw2000_reference.json`` (``tests/test_reference.py`` holds later code to it).
 
     python -m training.ship runs/fpnet/best.safetensors runs/eval [--train-args runs/fpnet/args.json]
                             [--summary "..."] [--variant-eval DIR --variant-note "..."]
+                            [--compare-eval DIR --compare-name NAME --compare-note "..."]
 """
 from __future__ import annotations
 
@@ -67,6 +68,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--variant-eval", type=Path, default=None,
                    help="evaluate output of an alternative FPNet, compared on the model card")
     p.add_argument("--variant-note", default="", help="what that alternative is, for the model card")
+    p.add_argument("--compare-eval", type=Path, default=None,
+                   help="evaluate output (--aflw2000-only is enough) of another FPNet, beside this one per bin of |yaw|")
+    p.add_argument("--compare-name", default="compared", help="that FPNet's name in the card's table and plot")
+    p.add_argument("--compare-note", default="", help="what it is, for the model card")
     args = p.parse_args(argv)
     _, pose = load_last_stage(args.weights)
     if not pose:
@@ -81,10 +86,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.variant_eval:
         variant = json.loads((args.variant_eval / "metrics.json").read_text())
         metrics["variant"] = {"note": args.variant_note, "aflw2000": variant["aflw2000"], "wider_val": variant["wider_val"]}
+    if args.compare_eval:
+        other = json.loads((args.compare_eval / "metrics.json").read_text())["aflw2000"]
+        metrics["compare"] = {"name": args.compare_name, "note": args.compare_note, "by_yaw": other.get("by_yaw"),
+                              "end_to_end": other["end_to_end"], "detected_share": other["detected_share"]}
     shutil.copyfile(args.weights, WEIGHTS_DIR / "fpnet.safetensors")
     metrics["weights"] = "facepose/data/fpnet.safetensors"
     (WEIGHTS_DIR / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
-    shutil.copyfile(args.eval_dir / "pose_error_vs_yaw.png", WEIGHTS_DIR.parent.parent / "pose_error_vs_yaw.png")
     update_manifest(WEIGHTS_DIR, ["fpnet.safetensors"])
     print(f"shipped {args.weights} as {WEIGHTS_DIR / 'fpnet.safetensors'}")
     print(f"recorded the new detector on {record_reference()} AFLW2000 images in {REFERENCE}")
