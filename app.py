@@ -1,6 +1,7 @@
 """FacePose web demo (Gradio): faces, landmarks and 3D head pose from an upload, a webcam or the clipboard.
 
     python app.py [--host 127.0.0.1] [--port 7860] [--share] [--weights FILE] [--backend B] [--queue-size N]
+                  [--max-video-seconds S]
 
 Also the entry point of the Hugging Face Space (see README front matter).
 """
@@ -29,7 +30,7 @@ from facepose.draw import draw_faces, face_numbers
 from facepose.plot3d import head_figure
 from facepose.timeline import pose_timeline
 from facepose.tracker import FacePoseTracker
-from facepose.video import VideoError, annotate_video, jsonl_path
+from facepose.video import VideoCancelled, VideoError, annotate_video, jsonl_path, video_length
 
 HERE = Path(__file__).resolve().parent
 EXAMPLES = sorted(str(p) for p in (HERE / "examples").glob("*.jpg"))
@@ -42,6 +43,23 @@ PHOTO_CONCURRENCY = 1
 QUEUE_SIZE = 128
 CAMERAS = 4  # live webcam streams at once
 CACHE_CLEANING = (60, 300)  # every 60 s, Gradio deletes the files it served (and uploads) over 5 minutes old
+# The live tab's page counts the annotated frames it receives (the img's source changing) over the last 3 s
+# and shows the rate under the stream: what the viewer sees, network and browser included.
+RECEIVED_RATE_JS = """
+() => {
+  const seen = [];
+  let last = null;
+  setInterval(() => {
+    const img = document.querySelector('#live img'), out = document.querySelector('#received');
+    if (!img || !out) return;
+    const now = performance.now();
+    if (img.src && img.src !== last) { last = img.src; seen.push(now); }
+    while (seen.length && now - seen[0] > 3000) seen.shift();
+    out.innerText = seen.length > 2 ? ((seen.length - 1) * 1000 / (now - seen[0])).toFixed(1) + ' annotated frames/s received' : '';
+  }, 5);
+}
+"""
+MAX_VIDEO_SECONDS = 120.0  # a longer upload is refused at once (a public Space shares two cores)
 OUTPUT_FORMAT = "jpeg"  # annotated images: JPEG encodes in a small fraction of the time of WebP or PNG (docs/app.md)
 
 
@@ -128,8 +146,9 @@ class InlineImage(gr.Image):
 class Demo:
     """The app's state: one detector whose networks every request shares (inference only reads them)."""
 
-    def __init__(self, weights: str | None = None, backend: str = "torch") -> None:
+    def __init__(self, weights: str | None = None, backend: str = "torch", max_video_seconds: float = MAX_VIDEO_SECONDS) -> None:
         self.base = FacePoseDetector(weights=weights, backend=backend)
+        self.max_video_seconds = max_video_seconds
         self.json_files = Outbox(keep=8)
         self.videos = Outbox(keep=4)
         self._served = itertools.count(1)
@@ -186,7 +205,7 @@ class Demo:
             return None, "Waiting for the camera...", state
         det = self.detector(min_face_size, threshold, any_rotation)
         if state["tracker"] is None:
-            state["tracker"] = FacePoseTracker(det, every=10)
+            state["tracker"] = FacePoseTracker(det)
         state["tracker"].detector = det  # the sliders' settings, the same networks
         pixels = load_image(frame)
         faces = state["tracker"].update(pixels, timestamp=now)
@@ -197,29 +216,61 @@ class Demo:
         return draw_faces(pixels, faces, landmarks=landmarks), text, state
 
 
-    def video(self, path, min_face_size: float, threshold: float, landmarks: bool, any_rotation: bool = False):
-        """An uploaded video -> annotated video, its JSONL, the pose chart, status message."""
+    def video(self, path, min_face_size: float, threshold: float, landmarks: bool, any_rotation: bool = False,
+              progress=gr.Progress()):
+        """An uploaded video -> (annotated video, its JSONL, the pose chart, status message), yielded: first a
+        status while it works, then the results. A video over ``max_video_seconds`` is refused at once. The work
+        runs in a thread of its own; when the generator is closed (Gradio stops it when the browser goes away)
+        the work stops and leaves nothing."""
         if path is None:
-            return None, None, None, "Upload a video."
-        out = self.videos.path("annotated.mp4")
-        tracker = FacePoseTracker(self.detector(min_face_size, threshold, any_rotation), every=10)
-        start = time.perf_counter()
+            yield None, None, None, "Upload a video."
+            return
         try:
-            summary = annotate_video(path, out, tracker, landmarks=landmarks)
-        except (VideoError, ImageError) as e:
-            return None, None, None, f"**Cannot use this video:** {e}"
-        took = time.perf_counter() - start
+            seconds, total = video_length(path)
+        except VideoError as e:
+            yield None, None, None, f"**Cannot use this video:** {e}"
+            return
+        if seconds > self.max_video_seconds:
+            yield None, None, None, (f"**This video is too long:** {seconds:.0f} s, and this demo takes videos of up to "
+                                     f"{self.max_video_seconds:.0f} s. Cut it shorter, or run `facepose video` on your machine.")
+            return
+        out = self.videos.path("annotated.mp4")
+        tracker = FacePoseTracker(self.detector(min_face_size, threshold, any_rotation))
+        done, stop, result = [0], threading.Event(), {}
+
+        def work() -> None:
+            try:
+                result["summary"] = annotate_video(path, out, tracker, landmarks=landmarks,
+                                                   progress=lambda n: done.__setitem__(0, n), cancelled=stop.is_set)
+            except (VideoError, ImageError, VideoCancelled) as e:
+                result["error"] = e
+
+        start = time.perf_counter()
+        worker = threading.Thread(target=work, daemon=True)
+        worker.start()
+        try:
+            while worker.is_alive():
+                worker.join(0.5)
+                progress(min(done[0] / max(total, 1), 1.0), desc=f"{done[0]} of about {total} frames")
+                yield None, None, None, f"Tracking faces: frame {done[0]} of about {total}..."
+        finally:
+            stop.set()  # the browser went away (the generator closed): the pipeline stops at its next frame
+            worker.join()
+        if "error" in result:
+            yield None, None, None, f"**Cannot use this video:** {result['error']}"
+            return
+        summary, took = result["summary"], time.perf_counter() - start
         status = (f"**{summary.frames} frames**, {summary.tracks} face track(s), {summary.seconds:.1f} s of video "
                   f"processed in {took:.1f} s ({summary.frames / took:.1f} frames/s)"
                   + (", audio kept" if summary.audio else ""))
-        return str(out), str(jsonl_path(out)), pose_timeline(jsonl_path(out)), status
+        yield str(out), str(jsonl_path(out)), pose_timeline(jsonl_path(out)), status
 
 
 DEFAULTS = DetectorConfig()  # the sliders start at the detector's defaults
 
 
-def build_demo(weights: str | None = None, backend: str = "torch") -> gr.Blocks:
-    demo_state = Demo(weights, backend)
+def build_demo(weights: str | None = None, backend: str = "torch", max_video_seconds: float = MAX_VIDEO_SECONDS) -> gr.Blocks:
+    demo_state = Demo(weights, backend, max_video_seconds)
     with gr.Blocks(title="FacePose", delete_cache=CACHE_CLEANING) as demo:
         gr.Markdown(
             "# FacePose\nEvery face in a photo, where it is and which way the head is turned in 3D: MTCNN's "
@@ -260,12 +311,14 @@ def build_demo(weights: str | None = None, backend: str = "torch") -> gr.Blocks:
                 cam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Camera", elem_id="camera")
                 live = InlineImage(label="Annotated stream", elem_id="live", interactive=False)
             rate = gr.Markdown("", elem_id="rate")
+            gr.HTML("<p id='received'></p>")
             session = gr.State(None)
             cam.stream(demo_state.stream, [cam, min_face, threshold, landmarks, session, any_rotation], [live, rate, session],
-                       stream_every=0.1, time_limit=600, concurrency_limit=CAMERAS, api_visibility="private")
+                       stream_every=0.05, time_limit=600, concurrency_limit=CAMERAS, api_visibility="private")
         with gr.Tab("Video"):
-            gr.Markdown("Upload a video: faces are followed from frame to frame (one id per face) with steady pose; "
-                        "you get the annotated video, one JSON line per frame, and the pose of each face over time.")
+            gr.Markdown(f"Upload a video (up to {max_video_seconds:.0f} s): faces are followed from frame to frame (one id per face) with "
+                        "steady pose; you get the annotated video, one JSON line per frame, and the pose of each face "
+                        "over time.")
             with gr.Row():
                 with gr.Column():
                     clip = gr.Video(sources=["upload"], label="Video", elem_id="video_in")
@@ -290,11 +343,13 @@ def main(argv: list[str] | None = None) -> None:
                         help="requests that may wait; beyond, a request is refused with a 'busy, try again' answer")
     parser.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
                         help="what runs the networks (onnxruntime needs pip install onnx onnxruntime)")
+    parser.add_argument("--max-video-seconds", type=float, default=MAX_VIDEO_SECONDS,
+                        help=f"longest video the Video tab takes (default: {MAX_VIDEO_SECONDS:.0f}); a longer one is refused at once")
     args = parser.parse_args(argv)
-    demo = build_demo(args.weights, args.backend)
+    demo = build_demo(args.weights, args.backend, args.max_video_seconds)
     demo.queue(default_concurrency_limit=1, max_size=args.queue_size)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_UPLOAD,
-                show_error=True)
+                show_error=True, js=RECEIVED_RATE_JS)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from pathlib import Path
 from .draw import draw_faces
 from .tracker import FacePoseTracker
 
-__all__ = ["VideoError", "VideoCancelled", "VideoSummary", "annotate_video", "jsonl_path"]
+__all__ = ["VideoError", "VideoCancelled", "VideoSummary", "annotate_video", "jsonl_path", "video_length"]
 
 QUEUE_FRAMES = 8  # frames each pipeline queue holds: enough to even out the stages, little memory
 _END = object()
@@ -107,6 +107,24 @@ def _open(src: Path):
         container.close()
         raise VideoError(f"{src} has no video stream")
     return container
+
+
+def video_length(src: str | Path) -> tuple[float, int]:
+    """``(seconds, frames)`` of ``src``'s first video stream as its header tells them, without decoding (frames
+    estimated from the duration and frame rate where the header has no count). Raises ``VideoError`` as
+    ``annotate_video`` does."""
+    src = Path(src)
+    container = _open(src)
+    try:
+        stream = container.streams.video[0]
+        if stream.duration is not None and stream.time_base is not None:
+            seconds = float(stream.duration * stream.time_base)
+        else:
+            seconds = container.duration / 1_000_000 if container.duration else 0.0
+        rate = float(stream.average_rate or stream.guessed_rate or 25)
+        return seconds, int(stream.frames or round(seconds * rate))
+    finally:
+        container.close()
 
 
 def annotate_video(src: str | Path, dest: str | Path, tracker: FacePoseTracker, landmarks: bool = True,

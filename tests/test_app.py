@@ -151,10 +151,15 @@ def test_browser_live_webcam(server, tmp_path):
         page.locator("#camera button.capture-button").click(timeout=30_000)  # "start recording"
         page.wait_for_selector("#live img", timeout=60_000)
         page.wait_for_function("document.querySelector('#rate').innerText.includes('face')", timeout=60_000)
+        page.wait_for_function("document.querySelector('#received').innerText.includes('received')", timeout=60_000)
+        page.wait_for_timeout(5_000)  # the page's count covers the last 3 s
         text = page.locator("#rate").inner_text()
+        received = page.locator("#received").inner_text()
         page.screenshot(path=str(shots(tmp_path) / "live.png"))
         browser.close()
+    print(f"live tab in headless Chromium: {received}; server: {text}")
     assert "1 face" in text and "ms per frame" in text
+    assert float(received.split()[0]) >= 2.0, received  # the annotated stream keeps coming
 
 
 @needs_photos
@@ -164,13 +169,37 @@ def test_video_handler(demo, tmp_path):
 
     pytest.importorskip("av")
     clip = make_clip(tmp_path / "clip.mp4", 12)
-    video, jsonl, figure, status = demo.video(str(clip), 20, 0.7, True)
+    *_, (video, jsonl, figure, status) = demo.video(str(clip), 20, 0.7, True, progress=lambda *a, **k: None)
     assert Path(video).is_file() and Path(jsonl).read_text().count("\n") == 12
     assert "12 frames" in status and "2 face track(s)" in status and "audio kept" in status
     assert len(figure.data) == 2 * 3  # yaw, pitch, roll per track
     text = tmp_path / "notes.mp4"
     text.write_text("hello")
-    assert "Cannot use this video" in demo.video(str(text), 20, 0.7, True)[-1]
+    assert "Cannot use this video" in list(demo.video(str(text), 20, 0.7, True))[-1][-1]
+
+
+@needs_photos
+def test_video_tab_refuses_a_long_video_and_stops_when_closed(tmp_path):
+    """A video over the app's limit gets the message at once; a job whose generator is closed (what Gradio does
+    when the browser goes away) stops its pipeline and leaves no output."""
+    import threading
+
+    from app import Demo
+
+    from .test_video import make_clip
+
+    pytest.importorskip("av")
+    clip = make_clip(tmp_path / "clip.mp4", 60, audio=False)  # 2.4 s at 25 frames/s
+    short = Demo(max_video_seconds=1.0)
+    answers = list(short.video(str(clip), 20, 0.7, True, progress=lambda *a, **k: None))
+    assert len(answers) == 1 and "too long" in answers[0][-1] and "2 s" in answers[0][-1]
+    demo = Demo(max_video_seconds=60.0)
+    before = threading.active_count()
+    job = demo.video(str(clip), 20, 0.7, True, progress=lambda *a, **k: None)
+    assert "Tracking faces" in next(job)[-1]
+    job.close()  # the browser went away
+    assert threading.active_count() == before  # the worker and the pipeline's threads are gone
+    assert not list(demo.videos.folder.glob("*.mp4"))
 
 
 def test_live_stream_follows_faces(demo):
