@@ -132,10 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Track the faces of the video IN and write OUT: the annotated video (same size and "
                        "frame rate, the audio kept) and OUT's stem + .jsonl, one line per frame: {frame, time, faces: "
                        "[{track_id, box, score, landmarks, rotation, yaw, pitch, roll}]}. Known faces are followed "
-                       "from frame to frame; the whole cascade runs every N frames to find new ones.")
+                       "from frame to frame; new ones are searched for once every N frames.")
     v.add_argument("input", metavar="IN", help="a video file (anything FFmpeg reads)")
     v.add_argument("output", metavar="OUT", help="the annotated video to write (.mp4, .mkv, ...)")
-    v.add_argument("--every", type=int, default=10, help="full detection every N frames (default: 10)")
+    v.add_argument("--every", type=int, default=30, help="search for new faces once every N frames, spread over three of them "
+                   "(default: 30: within a second at 30 frames/s; the whole cascade at once when a face is lost)")
     v.add_argument("--no-smooth", action="store_true", help="no smoothing of boxes, landmarks and pose")
     add_detector_options(v)
     v.add_argument("--overwrite", action="store_true", help="replace OUT and its .jsonl if they exist")
