@@ -24,7 +24,7 @@ from .rotation import matrix_to_sixd, mirror_matrix, sixd_to_matrix, turn_rotati
 
 __all__ = ["STAGES", "Proposals", "Detections", "CascadeRun", "normalize", "pyramid_levels", "propose",
            "propose_levels", "pyramid_part", "decode_level", "merge_levels", "refine", "last_stage_input", "finish", "finish_crops",
-           "decode_last_stage", "flip_averaged", "mean_with_mirrored", "upright_pose", "run_cascade", "follow"]
+           "decode_last_stage", "flip_averaged", "mean_with_mirrored", "mean_lean", "upright_pose", "run_cascade", "follow"]
 
 STRIDE, CELL = 2, 12  # P-Net sees a 12x12 window every 2 pixels
 STAGES = ("pnet", "rnet", "fpnet")  # the order they run in; ``run_cascade(until=...)`` stops after any
@@ -232,11 +232,17 @@ def finish_crops(fpnet: ONet, boxes: torch.Tensor, crops: torch.Tensor, config: 
         rotations = mean_with_mirrored(sixd, fpnet.rotation_6d(mirrored))
     if image is not None and fpnet.has_orientation and len(keep):
         lean = fpnet.in_plane(kept)
-        if mirrored is not None:  # the mirrored crop leans the other way: the mean of the two directions
-            a, b = torch.deg2rad(lean), -torch.deg2rad(fpnet.in_plane(mirrored))
-            lean = torch.rad2deg(torch.atan2(torch.sin(a) + torch.sin(b), torch.cos(a) + torch.cos(b)))
+        if mirrored is not None:
+            lean = mean_lean(lean, fpnet.in_plane(mirrored))
         rotations = upright_pose(fpnet, image, boxes[keep], lean, rotations, flip_pose)
     return Detections(boxes[keep], scores[keep], marks[keep], rotations)
+
+
+def mean_lean(lean: torch.Tensor, lean_of_mirrored: torch.Tensor) -> torch.Tensor:
+    """``(N,)`` degrees: the mean direction of each crop's lean and the opposite of its mirrored crop's (a mirrored
+    crop leans the other way)."""
+    a, b = torch.deg2rad(lean), -torch.deg2rad(lean_of_mirrored)
+    return torch.rad2deg(torch.atan2(torch.sin(a) + torch.sin(b), torch.cos(a) + torch.cos(b)))
 
 
 def upright_pose(fpnet: ONet, image: torch.Tensor, boxes: torch.Tensor, leans: torch.Tensor, rotations: torch.Tensor,
@@ -346,7 +352,9 @@ def follow(nets: CascadeNets, image: torch.Tensor, boxes: torch.Tensor, config: 
     moved by R-Net (threshold ``FOLLOW_RNET_THRESHOLD``: a face was there a frame ago) and checked by FPNet
     (``config.fpnet_threshold``). Crops are cut with black padding where a box leaves the image (as the
     original MTCNN pads them): a face at the border is cut whole, not stretched from its visible part, so
-    its box does not drift. The mirrored crops go through FPNet in the same batch as the crops.
+    its box does not drift. The mirrored crops go through FPNet in the same batch as the crops. A face that
+    FPNet's orientation head sees leaning is read upright, as in ``finish_crops`` (``upright_pose``), so a
+    followed face gets the pose a detection gives it.
 
     ``angles (N,)``: each face's last in-plane angle (``rotation.in_plane_angle``), in degrees. Its crops are
     then cut turned by it (``crops.turned_crops``) so that R-Net and FPNet see the face upright (PCN's idea),
@@ -376,18 +384,26 @@ def follow(nets: CascadeNets, image: torch.Tensor, boxes: torch.Tensor, config: 
     if not len(index):
         return index, Detections.empty(boxes.float(), nets.fpnet.has_rotation)
     crops = normalize(crops, inplace=True)
+    fpnet = nets.fpnet
     # on a few crops, one call with the mirrored ones costs about what each of two separate calls does
-    out = nets.fpnet(torch.cat((crops, crops.flip(-1))) if flip else crops)
+    features = fpnet.features(torch.cat((crops, crops.flip(-1))) if flip else crops)
     n = len(crops)
-    mirrored_sixd, out = out.sixd[n:], type(out)(*(t[:n] for t in out))
-    scores, found, marks = decode_last_stage(out, moved)
+    own = select_rows(features, slice(0, n)) if flip else features
+    scores, found, marks = decode_last_stage(fpnet.detection(own), moved)
     stays = scores > config.fpnet_threshold
-    if not nets.fpnet.has_rotation:
+    if not fpnet.has_rotation:
         rotations = scores.new_zeros(int(stays.sum()), 0, 0)
-    elif flip:
-        rotations = mean_with_mirrored(out.sixd[stays], mirrored_sixd[stays])
     else:
-        rotations = sixd_to_matrix(out.sixd[stays])
+        kept = torch.nonzero(stays).flatten()
+        rows = torch.cat((kept, kept + n)) if flip else kept
+        both = select_rows(features, rows)
+        sixd = fpnet.rotation_6d(both)
+        k = len(kept)
+        rotations = mean_with_mirrored(sixd[:k], sixd[k:]) if flip else sixd_to_matrix(sixd)
+        if angles is None and fpnet.has_orientation and k:  # as ``finish_crops``: a leaning face is read upright
+            lean = fpnet.in_plane(both)
+            rotations = upright_pose(fpnet, image, found[kept], mean_lean(lean[:k], lean[k:]) if flip else lean,
+                                     rotations, flip)
     if angles is not None:  # from the turned crops back into the image
         turn = angles[index]
         found = _turned_back(found, moved, turn)
