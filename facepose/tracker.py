@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .boxes import box_overlap, square
+from .cascade import RECUT_LEAN
 from .detector import Face, FacePoseDetector
 from .image import ImageInput
 from .rotation import in_plane_angle, matrix_to_euler
@@ -146,8 +147,11 @@ class FacePoseTracker:
         last = torch.tensor(np.stack([t.box + t.missed * t.velocity for t in self.tracks]), dtype=torch.float32)
         guess = square(torch.tensor(np.stack([t.box + (t.missed + VELOCITY_DAMPING) * t.velocity for t in self.tracks]),
                                     dtype=torch.float32))
-        # any_rotation: each face is cut turned by its last in-plane angle, so R-Net and FPNet see it upright
-        angles = torch.tensor([t.angle for t in self.tracks]) if self.detector.config.any_rotation else None
+        # each face is cut turned by its last in-plane angle, so R-Net and FPNet see it upright: always with
+        # any_rotation, and whenever a face leans more than a detection would read as it is (RECUT_LEAN), which
+        # spares the detection's second, turned crop (PCN's idea)
+        turn = self.detector.config.any_rotation or any(abs(t.angle) > RECUT_LEAN for t in self.tracks)
+        angles = torch.tensor([t.angle for t in self.tracks]) if turn else None
         index, d = self.detector.follow(image, guess, angles)
         index, d = index.cpu(), d.cpu()
         stays = box_overlap(d.boxes, last[index]).diagonal() > MIN_STEP_IOU if len(index) else index.bool()
