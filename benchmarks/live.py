@@ -50,13 +50,15 @@ class FaceMeshVideo:
         self.mesh.close()
 
 
-def pose_difference(tracked: list[list], detector: FacePoseDetector, clip: list[np.ndarray]) -> tuple[float, float]:
+def pose_difference(tracked: list[list], detector: FacePoseDetector, clip: list[np.ndarray]) -> tuple[float, float, float]:
     """Mean geodesic angle (degrees) between the tracker's rotations and ``detect``'s on the same frames, over
     the faces both report (matched by IoU above 0.5): all of them, and those whose box lies inside the frame
-    (a face cut by the frame's edge is cut differently by the two: padded by the tracker, clamped by ``detect``)."""
-    angles, inside = [], []
+    (a face cut by the frame's edge is cut differently by the two: padded by the tracker, clamped by ``detect``);
+    and the faces per frame ``detect`` finds."""
+    angles, inside, found = [], [], []
     for faces, frame in zip(tracked, clip):
         alone = detector.detect(frame)
+        found.append(len(alone))
         if not faces or not alone:
             continue
         h, w = frame.shape[:2]
@@ -69,7 +71,7 @@ def pose_difference(tracked: list[list], detector: FacePoseDetector, clip: list[
                 if x1 >= 0 and y1 >= 0 and x2 <= w and y2 <= h:
                     inside.append(angles[-1])
     mean = lambda v: float(np.mean(v)) if v else float("nan")  # noqa: E731
-    return mean(angles), mean(inside)
+    return mean(angles), mean(inside), mean(found)
 
 
 def compare(clip: list[np.ndarray], every: int, fps: float = 30.0) -> dict[str, float]:
@@ -96,7 +98,7 @@ def compare(clip: list[np.ndarray], every: int, fps: float = 30.0) -> dict[str, 
     out = {f"{k}_ms": 1000 * statistics.mean(v[skip:]) for k, v in times.items()}
     out |= {f"{k}_faces": float(np.mean(v)) for k, v in faces.items()}
     out["ratio"] = out["facepose_ms"] / out["facemesh_ms"]
-    out["pose_difference"], out["pose_difference_inside"] = pose_difference(tracked, detector, clip)
+    out["pose_difference"], out["pose_difference_inside"], out["detect_faces"] = pose_difference(tracked, detector, clip)
     return out
 
 
@@ -109,13 +111,13 @@ def main(argv: list[str] | None = None) -> None:
     size = tuple(int(v) for v in args.size.split("x"))
     print(f"{args.frames} frames of {args.size}, {torch.get_num_threads()} threads, tracker every={args.every}")
     print("| clip | FacePose tracker ms/frame | faces/frame | Face Mesh (video mode + Procrustes) ms/frame | faces/frame "
-          "| ratio | tracked pose vs detect, degrees (faces inside the frame) |")
-    print("|---|---|---|---|---|---|---|")
+          "| ratio | tracked pose vs detect, degrees (faces inside the frame) | detect: faces/frame |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, photo in (("one face", ONE_FACE_PHOTO), ("two faces", PHOTO)):
         r = compare(frames("moving", args.frames, size, photo), args.every)
         print(f"| {name} | {r['facepose_ms']:.1f} | {r['facepose_faces']:.2f} | {r['facemesh_ms']:.1f} | "
               f"{r['facemesh_faces']:.2f} | {r['ratio']:.2f} | {r['pose_difference']:.2f} "
-              f"({r['pose_difference_inside']:.2f}) |", flush=True)
+              f"({r['pose_difference_inside']:.2f}) | {r['detect_faces']:.2f} |", flush=True)
 
 
 if __name__ == "__main__":
