@@ -158,6 +158,14 @@ def teachers_section(m: dict) -> str:
                    f"  A face's label is the rotation mean of both where Face Mesh finds the face, WHENet's alone elsewhere:\n"
                    f"  {a['teachers_mean']['mean']:.2f} degrees on all of AFLW2000 ({data.get('two_teacher_share', 0) * 100:.0f}% "
                    "of the training labels come from both).")
+        if "landmarks" in data.get("teachers", []):
+            teacher += ("\n- **Labels for turned-away faces:** both teachers fade at profiles. Each AFLW training crop's "
+                        "hand-placed landmarks\n  give a third rotation, fitted to a 3D template of those points "
+                        "(`training/landmark_pose.py`). Beyond 30 degrees of\n  AFLW's annotated yaw a face's label is "
+                        "the rotation mean of WHENet, Face Mesh and that fit, each weighted by how well\n  its yaw agrees "
+                        "with the annotated yaw in that bin of |yaw| on the training split "
+                        f"({data.get('landmark_share', 0) * 100:.0f}% of the training\n  labels; how the sources agree: "
+                        "[docs/training.md](docs/training.md)). Below 30 degrees the label is the teachers' mean.")
     else:
         teacher = f"- **Teacher:** {whenet} Training labels were made with flip averaging."
     photos = data.get("photos", "9,000 AFLW face crops (research use only; with a margin so the cascade\n  sees context) "
@@ -255,8 +263,9 @@ Detector with FPNet: {1000 * s['fpnet_s_per_image']:.0f} ms per photo; with the 
 
 ## Limitations
 
-- **Large yaw:** MTCNN detects few faces beyond about 60-70 degrees of yaw, and the pose error grows with |yaw|
-  (plot above); full profiles and heads seen from behind are mostly missed.
+- **Large yaw:** fewer faces are found as |yaw| grows (most of the missed ones are dropped by R-Net, MTCNN's
+  second stage), and pitch and roll err most beyond 60 degrees of yaw (table and plot above); heads seen
+  from behind are not found.
 - **Occlusion** (masks, hands, hair) and **small faces** (under about 40 px the 48x48 crop holds little pose
   information) give less accurate angles; faces under the minimum face size (default 20 px) are not searched.
 - **Teacher bound:** FPNet learns its teachers' answers (WHENet and MediaPipe Face Mesh, averaged), including

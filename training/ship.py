@@ -23,10 +23,11 @@ REFERENCE = Path(__file__).resolve().parent.parent / "tests" / "data" / "aflw200
 
 def describe_data(folders: list[Path]) -> dict:
     """What the training data sets hold, from their manifests: teachers, photos per source, label shares."""
-    teachers, shards, totals = [], {}, {}
+    teachers, shards, totals, weights = [], {}, {}, None
     for folder in folders:
         manifest = json.loads((folder / "manifest.json").read_text())
         teachers = manifest.get("teachers", ["whenet"])
+        weights = manifest.get("label_weights", weights)
         shards.update(manifest["shards"])
         for key, value in manifest.get("totals", {}).items():
             totals[key] = totals.get(key, 0) + value
@@ -35,8 +36,11 @@ def describe_data(folders: list[Path]) -> dict:
     aflw = "9,000" + (" + 7,080" if "aflw_extra" in sources else "")
     photos = (f"{aflw} AFLW face crops (research use only; with a margin so the cascade\n  sees context) and 400 WIDER "
               "FACE train photos (research use only)")
-    return {"teachers": teachers, "sources": sources, "photos": photos, "train_posed_faces": posed,
-            "two_teacher_share": totals.get("train_pose_two_teachers", 0) / posed if posed else 0.0}
+    landmarks = sum(info.get("pose_landmarks", 0) for info in shards.values() if info.get("split") == "train")
+    return {"teachers": teachers + (["landmarks"] if weights else []), "sources": sources, "photos": photos,
+            "train_posed_faces": posed,
+            "two_teacher_share": totals.get("train_pose_two_teachers", 0) / posed if posed else 0.0,
+            "landmark_share": landmarks / posed if posed else 0.0, "label_weights": weights}
 
 
 def record_reference(out: Path = REFERENCE, root: Path = AFLW2000) -> int:

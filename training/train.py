@@ -97,6 +97,10 @@ def make_model(recipe: Recipe, init: Path | None = None) -> ONet:
     if recipe.learn == "orientation":  # the pose branch stays as it was
         for name, p in model.named_parameters():
             p.requires_grad_(name.startswith("orient_"))
+    elif recipe.init == "finetune":  # an orientation head the network starts with stays as it was
+        for name, p in model.named_parameters():
+            if name.startswith("orient_"):
+                p.requires_grad_(False)
     return model
 
 
