@@ -1,9 +1,12 @@
 """``FacePoseTracker``: faces on video, each with a stable ``track_id``, followed from frame to frame.
 
-New faces are searched for over every ``every`` frames: the search is spread over the cycle, P-Net scanning
+New faces are searched for once every ``every`` frames: the search is spread over the cycle, P-Net scanning
 a third of the pyramid's pixels on each of three frames (``cascade.pyramid_part``: the largest level, the
-next, the rest), so no frame pays for a whole search. When a face was lost (or none is known) the whole
-cascade runs at once. On every frame, each known face is refined from where it was: its last box, moved half its last step on,
+next, the rest), so no frame pays for a whole search. While no face is known (the first frame, or all gone)
+the whole cascade runs on every frame, as MediaPipe runs its detector; when a face is lost the search
+starts again at once, a part a frame.
+
+On every frame, each known face is refined from where it was: its last box, moved half its last step on,
 goes through R-Net and FPNet alone (``FacePoseDetector.follow``: all faces in one batch, no pyramid, and
 no NMS between faces, so a face keeps its id when another crosses it). A face whose crop
 R-Net or FPNet no longer accepts is lost, and its track ends. Boxes, landmarks and rotations are
@@ -67,9 +70,9 @@ class FacePoseTracker:
 
     Args:
         detector: the detector whose networks and settings are used (default: the packaged one).
-        every: search for new faces once in every this many frames (spread over three of them; the whole cascade
-            at once when a face is lost): at 30 frames a second, the default finds a face that comes into
-            view within a second.
+        every: search for new faces once in every this many frames (spread over three of them; again at once when a
+            face is lost; on every frame while none is known): at 30 frames a second, the default finds a face
+            that comes into view beside one already followed within a second.
         smooth: One Euro smoothing of boxes, landmarks and rotation (default on).
         fps: the frame rate assumed for frames given without a timestamp (frame ``n`` is at ``n / fps`` s), so
             that smoothing does not depend on how fast the machine runs.
@@ -92,7 +95,7 @@ class FacePoseTracker:
         self.frame_index = 0
         self._ids = itertools.count(1)
         self._last_time: float | None = None
-        self._need_detection = True
+        self._pending: list[int] = []  # search parts still to run, one a frame (a search restarted at once)
 
     def update(self, frame: ImageInput, timestamp: float | None = None) -> list[TrackedFace]:
         """The faces on the next frame (a path, PIL image or HxWx3 uint8 RGB array), best track first.
@@ -112,31 +115,37 @@ class FacePoseTracker:
         self.tracks += [t for _, t in recent]
         found = self._follow(image)  # track index -> (box, score, landmarks, rotation)
         found = {i: f for i, f in found.items() if i < live or not self._duplicate(f[0], found, live)}
-        # a face that had been followed for a while and is gone: look for it (and any other) at once;
-        # one that flickers at the threshold waits for the next periodic detection
-        lost = any(t.age >= 3 for i, t in enumerate(self.tracks[:live]) if i not in found)
+        # a face that had been followed for a while and is gone: the search starts again at once (one part a
+        # frame, beside the following of the lost face from where its motion takes it); one that flickers at
+        # the threshold waits for the next periodic search
+        if any(t.age >= 3 for i, t in enumerate(self.tracks[:live]) if i not in found):
+            self._pending = list(range(self._parts()))
         for i, t in enumerate(self.tracks):
             if i not in found:
                 t.missed += 1
                 self.lost.append((lost_at.get(id(t), self.frame_index), t))
         self.tracks = [t for i, t in enumerate(self.tracks) if i in found]
         found = {k: found[i] for k, i in enumerate(sorted(found))}
-        if self._need_detection or lost:
+        if not self.tracks:  # no face known (the first frame, or all gone): the whole cascade, as often as it takes
             found = self._detect(image, found)
         elif (part := self._search_part()) is not None:
             found = self._detect(image, found, part)
-        self._need_detection = not self.tracks
         self.frame_index += 1
         return self._report(found, dt)
 
+    def _parts(self) -> int:
+        """Into how many frames a search is spread (1 with ``any_rotation``: its search runs whole)."""
+        return 1 if self.detector.config.any_rotation else min(SEARCH_PARTS, self.every)
+
     def _search_part(self) -> tuple[int, int] | None:
         """Which part of the search for new faces this frame makes: ``(k, n)`` (``detector.detections``'s
-        ``part``), ``None`` for no search. With ``any_rotation`` the whole search runs on the cycle's first frame."""
-        offset = self.frame_index % self.every
-        if self.detector.config.any_rotation:
-            return None if offset else (0, 1)
-        parts = min(SEARCH_PARTS, self.every)
+        ``part``), ``None`` for none. A search started again (a face lost) runs first, a part a frame; otherwise
+        once a cycle, its parts spread over the cycle."""
+        parts = self._parts()
+        if self._pending:
+            return self._pending.pop(0), parts
         at = [k * self.every // parts for k in range(parts)]
+        offset = self.frame_index % self.every
         return (at.index(offset), parts) if offset in at else None
 
     def _follow(self, image: torch.Tensor) -> dict[int, tuple]:
