@@ -31,6 +31,10 @@ STAGES = ("pnet", "rnet", "fpnet")  # the order they run in; ``run_cascade(until
 # A face leaning more than this in its crop (FPNet's orientation head) is cut again turned upright for its pose:
 # the pose branch learnt upright heads (AFLW's rolls, mostly within 20 degrees) best.
 RECUT_LEAN = 20.0
+# The orientation head reads the lean of a face that leans little best: the crop is cut again this many times,
+# each turned by the lean read so far plus what the head still sees in the last crop (chosen on the validation
+# split of the training crops: pose error upside down 13.3, 12.2 and 10.6 degrees with 1, 2 and 3 cuts).
+RECUT_STEPS = 3
 # R-Net only moves a followed box (a face was there a frame ago); FPNet's threshold decides whether it stays
 FOLLOW_RNET_THRESHOLD = 0.3
 
@@ -249,20 +253,28 @@ def upright_pose(fpnet: ONet, image: torch.Tensor, boxes: torch.Tensor, leans: t
                  flip_pose: bool) -> torch.Tensor:
     """``(N, 3, 3)`` rotations of the faces in ``boxes (N, 4)`` of ``image (1, 3, H, W)``: where the orientation
     head sees a face leaning more than ``RECUT_LEAN`` degrees (``leans (N,)``), its crop is cut again turned by
-    that lean (``crops.turned_crops``), so the pose branch, an upright expert, reads it upright; its rotation
-    is turned back (``Rz(-lean) R``). The other faces keep ``rotations``."""
+    that lean (``crops.turned_crops``), ``RECUT_STEPS`` times, each turned by the lean plus what the head still
+    sees in the last crop; the pose branch, an upright expert, reads the last one upright, and its rotation is
+    turned back (``Rz(-lean) R``). The other faces keep ``rotations``."""
     leaning = torch.nonzero(leans.abs() > RECUT_LEAN).flatten()
+    lean = leans[leaning]
+    for step in range(RECUT_STEPS):
+        if not len(leaning):
+            return rotations
+        crops, valid = turned_crops(image, square(boxes[leaning]), lean, 48)
+        leaning, lean = leaning[valid], lean[valid]
+        crops = normalize(crops, inplace=True)
+        if step + 1 < RECUT_STEPS and len(leaning):  # what the head still sees
+            still = fpnet.in_plane(fpnet.features(crops))
+            if flip_pose:
+                still = mean_lean(still, fpnet.in_plane(fpnet.features(crops.flip(-1))))
+            lean = lean + still
     if not len(leaning):
         return rotations
-    crops, valid = turned_crops(image, square(boxes[leaning]), leans[leaning], 48)
-    leaning = leaning[valid]
-    if not len(leaning):
-        return rotations
-    crops = normalize(crops, inplace=True)
     sixd = fpnet(crops).sixd
     upright = flip_averaged(fpnet, crops, sixd) if flip_pose else sixd_to_matrix(sixd)
     rotations = rotations.clone()
-    rotations[leaning] = turn_rotations(upright, -leans[leaning])
+    rotations[leaning] = turn_rotations(upright, -lean)
     return rotations
 
 
