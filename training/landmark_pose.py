@@ -171,6 +171,9 @@ def _faces(folders: list[Path]) -> dict:
     keys, points, yaw, whenet, mesh, where = [], [], [], [], [], []
     read = {}
     for folder in folders:
+        if not (folder / "teacher_cache.json").is_file() or not (folder / "manifest.json").is_file():
+            raise SystemExit(f"{folder} is not a data set of build_dataset (no teacher_cache.json / manifest.json): "
+                             "run python -m training.build_dataset --out FOLDER first")
         cache = json.loads((folder / "teacher_cache.json").read_text())
         mp_path = folder / "mediapipe_cache.json"
         mp = json.loads(mp_path.read_text()) if mp_path.exists() else {}
