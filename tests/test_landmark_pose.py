@@ -64,3 +64,10 @@ def test_labels_weigh_the_sources_per_bin_of_annotated_yaw():
     assert yaw[2] == pytest.approx(40.0, abs=1e-4)  # the fit alone
     assert torch.allclose(labels[3], teachers[3])  # no fit: the teachers'
     assert yaw[4] == pytest.approx(40.0, abs=1e-4)  # bin 60-75: the fit alone (Face Mesh did not answer)
+
+
+def test_relabelling_a_folder_that_is_not_a_data_set_says_so(tmp_path):
+    from training.landmark_pose import main
+
+    with pytest.raises(SystemExit, match="not a data set of build_dataset"):
+        main(["--data", str(tmp_path)])
