@@ -262,8 +262,7 @@ def upright_pose(fpnet: ONet, image: torch.Tensor, boxes: torch.Tensor, leans: t
         if not len(leaning):
             return rotations
         crops, valid = turned_crops(image, square(boxes[leaning]), lean, 48)
-        leaning, lean = leaning[valid], lean[valid]
-        crops = normalize(crops, inplace=True)
+        leaning, lean, crops = leaning[valid], lean[valid], normalize(crops, inplace=True)
         if step + 1 < RECUT_STEPS and len(leaning):  # what the head still sees
             still = fpnet.in_plane(fpnet.features(crops))
             if flip_pose:

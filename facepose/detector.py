@@ -168,8 +168,9 @@ class FacePoseDetector:
         boxes, scores, landmarks and rotations as tensors, best first.
 
         ``part=(k, n)``: P-Net scans only the ``k``-th of ``n`` groups of pyramid levels (``cascade.pyramid_part``,
-        about equal work each), so a search can be spread over ``n`` frames (the tracker's); upright only."""
-        if part is not None:
+        about equal work each), so a search can be spread over ``n`` frames (the tracker's); upright only. One part of
+        one (``(0, 1)``) is the whole cascade."""
+        if part is not None and part[1] > 1:
             ii = integral_image(image[0])
             levels = pyramid_part(pyramid_levels(ii, self.config), *part)
             if not levels:

@@ -176,9 +176,7 @@ class FacePoseTracker:
     def _detect(self, image: torch.Tensor, found: dict[int, tuple], part: tuple[int, int] | None = None) -> dict[int, tuple]:
         """The cascade (P-Net on the ``part`` of the pyramid, or all of it): detections that overlap a
         followed face update nothing (the followed box stays, so ids do not jump); the others start new tracks."""
-        if part is not None and part[1] == 1:
-            part = None
-        d = (self.detector.detections(image) if part is None else self.detector.detections(image, part)).cpu()
+        d = self.detector.detections(image, part).cpu()
         known = torch.stack([f[0] for f in found.values()]) if found else d.boxes[:0]
         overlap = box_overlap(d.boxes, known).max(1).values if len(known) and len(d.boxes) else None
         for k in range(len(d.boxes)):

@@ -147,8 +147,8 @@ def annotate_video(src: str | Path, dest: str | Path, tracker: FacePoseTracker, 
     decoded: queue.Queue = queue.Queue(QUEUE_FRAMES)
     tracked: queue.Queue = queue.Queue(QUEUE_FRAMES)
     stop = threading.Event()
-    state = {"frames": 0, "broken": None, "last_time": 0.0}
-    ids: set[int] = set()
+    decoding = {"broken": None}  # set by the decoding thread when the file breaks off
+    frames, last_time, ids = 0, 0.0, set()
     try:
         output = av.open(str(tmp_video), "w")
         codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
@@ -173,7 +173,7 @@ def annotate_video(src: str | Path, dest: str | Path, tracker: FacePoseTracker, 
                     if stop.is_set():
                         return
             except av.error.FFmpegError as e:  # a file cut short: keep what decoded, say so
-                state["broken"] = e
+                decoding["broken"] = e
             finally:
                 _put(decoded, _END, stop)
 
@@ -205,15 +205,15 @@ def annotate_video(src: str | Path, dest: str | Path, tracker: FacePoseTracker, 
                         break
                     if item[0] == "frame":
                         if cancelled is not None and cancelled():
-                            raise VideoCancelled(f"stopped after {state['frames']} frames of {src}")
+                            raise VideoCancelled(f"stopped after {frames} frames of {src}")
                         _, t, pixels = item
-                        t = t if t is not None else state["frames"] / float(rate)
+                        t = t if t is not None else frames / float(rate)
                         faces = tracker.update(pixels, timestamp=t)
                         ids.update(f.track_id for f in faces)
                         item = ("frame", t, pixels, faces)
-                        state["frames"], state["last_time"] = state["frames"] + 1, t
+                        frames, last_time = frames + 1, t
                         if progress:
-                            progress(state["frames"])
+                            progress(frames)
                     _put(tracked, item, stop)
                 _put(tracked, _END, stop)
             except BaseException:
@@ -226,7 +226,7 @@ def annotate_video(src: str | Path, dest: str | Path, tracker: FacePoseTracker, 
                 if stage.error is not None:
                     raise stage.error
         output.close()
-        frames, broken, last_time = state["frames"], state["broken"], state["last_time"]
+        broken = decoding["broken"]
         if frames == 0:
             raise VideoError(f"{src} has no decodable video frame" + (f" ({broken})" if broken else ""))
         os.replace(tmp_video, dest)

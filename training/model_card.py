@@ -103,16 +103,15 @@ def yaw_section(m: dict) -> str:
             o = c["table"][k]
             row += f" {100 * o['found'] / max(o['faces'], 1):.1f}% | {_cell(o['yaw'])} | {_cell(o['pitch'])} | {_cell(o['roll'])} |"
         lines.append(row)
-    missed = [r for r in b["table"]]
-    lost = {stage: sum(r[f"lost_at_{stage}"] for r in missed) for stage in ("pnet", "rnet", "fpnet")}
-    scores = sorted(v for r in missed for v in r["lost_scores"])
-    below = sum(1 for v in scores if v >= 0.5)
+    lost = {stage: sum(r[f"lost_at_{stage}"] for r in b["table"]) for stage in ("pnet", "rnet", "fpnet")}
+    scores = sorted(v for r in b["table"] for v in r["lost_scores"])
+    near = sum(1 for v in scores if v >= 0.5)
     where = (f"Of the {sum(lost.values())} faces not found, P-Net proposed no box on {lost['pnet']}, R-Net rejected "
              f"every box on {lost['rnet']}, and the last stage (O-Net's face score, unchanged in FPNet) rejected "
              f"{lost['fpnet']}")
     if scores:
         where += (f": its best score on those faces has a median of {scores[len(scores) // 2]:.2f} against the threshold "
-                  f"of {b['fpnet_threshold']:.2f}, and {below} of them score 0.5 or more")
+                  f"of {b['fpnet_threshold']:.2f}, and {near} of them score 0.5 or more")
     return ("Mean absolute error in degrees of the faces found, end to end, per bin of the true |yaw|:" + note + "\n\n"
             + "\n".join(lines) + "\n\n" + where + ".\n")
 
