@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .boxes import apply_offsets, nms, square
+from .boxes import apply_offsets, box_overlap, nms, square
 from .config import DetectorConfig
 from .crops import cut_crops, integral_image, padded_crops, turn_about, turned_crops
 from .nets import CascadeNets, ONet, PNet, RNet, face_probability, select_rows
@@ -37,6 +37,8 @@ RECUT_LEAN = 20.0
 RECUT_STEPS = 3
 # R-Net only moves a followed box (a face was there a frame ago); FPNet's threshold decides whether it stays
 FOLLOW_RNET_THRESHOLD = 0.3
+# A candidate overlapping a face already known (a tracker's followed face) by more IoU than this is that face
+KNOWN_IOU = 0.3
 
 
 def normalize(pixels: torch.Tensor, inplace: bool = False) -> torch.Tensor:
@@ -56,6 +58,13 @@ class Proposals:
 
     def __len__(self) -> int:
         return len(self.boxes)
+
+    def without(self, known: torch.Tensor | None) -> Proposals:
+        """The candidates that overlap none of the ``known (K, 4)`` boxes by more than ``KNOWN_IOU`` (IoU)."""
+        if known is None or not len(known) or not len(self):
+            return self
+        new = box_overlap(self.boxes, known.to(self.boxes)).amax(1) <= KNOWN_IOU
+        return Proposals(self.boxes[new], self.scores[new])
 
 
 @dataclass
@@ -135,28 +144,30 @@ def merge_levels(found: list[tuple[np.ndarray, np.ndarray]], nms_threshold: floa
     return Proposals(square(apply_offsets(boxes[:, :4], boxes[:, 4:], plus_one=False)), scores)
 
 
-def pyramid_levels(ii: torch.Tensor, config: DetectorConfig) -> list[tuple[float, torch.Tensor]]:
+def pyramid_levels(ii: torch.Tensor, config: DetectorConfig, part: tuple[int, int] = (0, 1)) -> list[tuple[float, torch.Tensor]]:
     """The image pyramid P-Net scans: ``(scale, (1, 3, h, w) level)`` pairs, largest first, area-resampled
-    from the integral image ``ii`` (``(3, H + 1, W + 1)``) for ``config``'s minimum face size and factor."""
+    from the integral image ``ii`` (``(3, H + 1, W + 1)``) for ``config``'s minimum face size and factor.
+    ``part=(k, n)``: only the levels of the ``k``-th of ``n`` groups (``pyramid_part``); ``(0, 1)``: all."""
     height, width = ii.shape[-2] - 1, ii.shape[-1] - 1
-    return [(s, pyramid_level(ii, s)) for s in pyramid_scales(height, width, config.min_face_size, config.factor)]
+    scales = pyramid_part(pyramid_scales(height, width, config.min_face_size, config.factor), *part)
+    return [(s, pyramid_level(ii, s)) for s in scales]
 
 
-def pyramid_part(levels: list[tuple[float, torch.Tensor]], part: int, parts: int) -> list[tuple[float, torch.Tensor]]:
-    """The ``part``-th of ``parts`` groups of consecutive pyramid levels (largest first), each group about an
+def pyramid_part(scales: list[float], part: int, parts: int) -> list[float]:
+    """The ``part``-th of ``parts`` groups of consecutive pyramid ``scales`` (largest first), each group about an
     equal share of the pixels P-Net scans (a level's share is its scale squared): a search spread over several
     frames scans one group a frame. The largest level is about half the pixels, so with ``parts`` above the
     groups that this allows some groups are empty.
 
-    >>> [[round(s, 2) for s, _ in pyramid_part([(0.6 * 0.7 ** k, None) for k in range(6)], p, 3)] for p in range(3)]
+    >>> [[round(s, 2) for s in pyramid_part([0.6 * 0.7 ** k for k in range(6)], p, 3)] for p in range(3)]
     [[0.6], [0.42], [0.29, 0.21, 0.14, 0.1]]
     """
     if not 0 <= part < parts:
         raise ValueError(f"part must be in [0, {parts}), got {part}")
-    shares = np.array([s * s for s, _ in levels], dtype=np.float64)
+    shares = np.array([s * s for s in scales], dtype=np.float64)
     starts = np.concatenate(([0.0], np.cumsum(shares)[:-1])) / max(shares.sum(), 1e-12)
     group = np.minimum((starts * parts + 1e-9).astype(int), parts - 1)  # where each level's pixels begin
-    return [level for level, g in zip(levels, group) if g == part]
+    return [s for s, g in zip(scales, group) if g == part]
 
 
 def propose(pnet: PNet, ii: torch.Tensor, config: DetectorConfig) -> Proposals:
@@ -308,7 +319,7 @@ def _timed(seconds: dict[str, float], step: str):
 
 def run_cascade(nets: CascadeNets, image: torch.Tensor, config: DetectorConfig, *, until: str = "fpnet",
                 flip_pose: bool | None = None, levels: list[tuple[float, torch.Tensor]] | None = None,
-                ii: torch.Tensor | None = None) -> CascadeRun:
+                ii: torch.Tensor | None = None, known: torch.Tensor | None = None) -> CascadeRun:
     """The cascade on one ``(1, 3, H, W)`` 0-255 image (uint8 or float), stage after stage, with ``config``'s
     settings; every caller (detector, turns, tracker, evaluation, data set builder, profiler) runs it here.
 
@@ -319,6 +330,8 @@ def run_cascade(nets: CascadeNets, image: torch.Tensor, config: DetectorConfig, 
             own (``turns`` scans the upright image's levels turned); the integral image is then made only if
             P-Net proposes something.
         ii: the image's integral image (``crops.integral_image``), when the caller has made it already.
+        known: ``(K, 4)`` boxes of faces known already (a tracker's followed faces): P-Net's and R-Net's
+            candidates on them (``Proposals.without``) go no further, so a search pays only for new faces.
 
     Returns:
         ``CascadeRun``: each stage's output and the seconds each step took.
@@ -331,14 +344,14 @@ def run_cascade(nets: CascadeNets, image: torch.Tensor, config: DetectorConfig, 
             ii = integral_image(image[0]) if ii is None else ii
             levels = pyramid_levels(ii, config)
     with _timed(seconds, "pnet"):
-        proposals = propose_levels(nets.pnet, levels, config)
+        proposals = propose_levels(nets.pnet, levels, config).without(known)
         if ii is None and len(proposals):
             ii = integral_image(image[0])
     run = CascadeRun(ii, proposals, seconds=seconds)
     if until == "pnet":
         return run
     with _timed(seconds, "rnet"):
-        run.refined = refine(nets.rnet, ii, proposals, config)
+        run.refined = refine(nets.rnet, ii, proposals, config).without(known)
     if until == "rnet":
         return run
     flip = config.flip_pose if flip_pose is None else flip_pose

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from . import hub
-from .cascade import Detections, follow, pyramid_levels, pyramid_part, run_cascade
+from .cascade import Detections, follow, pyramid_levels, run_cascade
 from .config import DetectorConfig
 from .crops import integral_image
 from .image import ImageInput, load_image
@@ -163,22 +163,23 @@ class FacePoseDetector:
         return self.config.flip_pose and self.pose_available
 
     @torch.inference_mode()
-    def detections(self, image: torch.Tensor, part: tuple[int, int] | None = None) -> Detections:
+    def detections(self, image: torch.Tensor, part: tuple[int, int] | None = None,
+                   known: torch.Tensor | None = None) -> Detections:
         """The whole cascade (in every quarter turn with ``any_rotation``) on a ``prepare``d image: the faces'
         boxes, scores, landmarks and rotations as tensors, best first.
 
         ``part=(k, n)``: P-Net scans only the ``k``-th of ``n`` groups of pyramid levels (``cascade.pyramid_part``,
         about equal work each), so a search can be spread over ``n`` frames (the tracker's); upright only. One part of
-        one (``(0, 1)``) is the whole cascade."""
-        if part is not None and part[1] > 1:
-            ii = integral_image(image[0])
-            levels = pyramid_part(pyramid_levels(ii, self.config), *part)
-            if not levels:
-                return Detections.empty(image.float(), self.nets.fpnet.has_rotation)
-            return run_cascade(self.nets, image, self.config, flip_pose=self.flip_pose, levels=levels, ii=ii).detections
-        if self.config.any_rotation:
+        one (``(0, 1)``) is the whole cascade. ``known (K, 4)``: boxes of faces known already (a tracker's); the
+        candidates on them stop after P-Net or R-Net (``run_cascade``'s ``known``); upright only."""
+        if self.config.any_rotation and (part is None or part[1] == 1):
             return run_cascade_any_rotation(self.nets, image, self.config, self.flip_pose)
-        return run_cascade(self.nets, image, self.config, flip_pose=self.flip_pose).detections
+        ii = integral_image(image[0])
+        levels = pyramid_levels(ii, self.config, part or (0, 1))
+        if not levels:
+            return Detections.empty(image.float(), self.nets.fpnet.has_rotation)
+        return run_cascade(self.nets, image, self.config, flip_pose=self.flip_pose, levels=levels, ii=ii,
+                           known=known).detections
 
     @torch.inference_mode()
     def follow(self, image: torch.Tensor, boxes: torch.Tensor, angles: torch.Tensor | None = None) -> tuple[torch.Tensor, Detections]:

@@ -2,9 +2,11 @@
 
 New faces are searched for once every ``every`` frames: the search is spread over the cycle, P-Net scanning
 a third of the pyramid's pixels on each of three frames (``cascade.pyramid_part``: the largest level, the
-next, the rest), so no frame pays for a whole search. While no face is known (the first frame, or all gone)
-the whole cascade runs on every frame, as MediaPipe runs its detector; when a face is lost the search
-starts again at once, a part a frame.
+next, the rest), so no frame pays for a whole search, and the candidates on faces already followed go no
+further than P-Net or R-Net. The first frame gets the whole cascade; while no face is known after it, the
+search runs on every frame, as MediaPipe runs its detector, still a part a frame (a face coming into view is
+found within three frames); when a face followed for a while is lost, the search starts again at once, a
+part a frame.
 
 On every frame, each known face is refined from where it was: its last box, moved half its last step on,
 goes through R-Net and FPNet alone (``FacePoseDetector.follow``: all faces in one batch, no pyramid, and
@@ -21,7 +23,7 @@ import numpy as np
 import torch
 
 from .boxes import box_overlap, square
-from .cascade import RECUT_LEAN
+from .cascade import KNOWN_IOU, RECUT_LEAN
 from .detector import Face, FacePoseDetector
 from .image import ImageInput
 from .rotation import in_plane_angle, matrix_to_euler
@@ -71,8 +73,9 @@ class FacePoseTracker:
     Args:
         detector: the detector whose networks and settings are used (default: the packaged one).
         every: search for new faces once in every this many frames (spread over three of them; again at once when a
-            face is lost; on every frame while none is known): at 30 frames a second, the default finds a face
-            that comes into view beside one already followed within a second.
+            face followed for a while is lost; the whole cascade on the first frame, a part a frame on every frame
+            while none is known): at 30 frames a second, the default finds a face that comes into view beside one
+            already followed within a second.
         smooth: One Euro smoothing of boxes, landmarks and rotation (default on).
         fps: the frame rate assumed for frames given without a timestamp (frame ``n`` is at ``n / fps`` s), so
             that smoothing does not depend on how fast the machine runs.
@@ -126,9 +129,11 @@ class FacePoseTracker:
                 self.lost.append((lost_at.get(id(t), self.frame_index), t))
         self.tracks = [t for i, t in enumerate(self.tracks) if i in found]
         found = {k: found[i] for k, i in enumerate(sorted(found))}
-        if not self.tracks:  # no face known (the first frame, or all gone): the whole cascade, as often as it takes
+        if self.frame_index == 0:  # the first frame: the whole cascade, every face at once
             found = self._detect(image, found)
-        elif (part := self._search_part()) is not None:
+        elif not self.tracks and not self._pending:  # no face known (all gone): search on every frame, a part a
+            self._pending = list(range(self._parts()))  # frame, until one is found
+        if self.frame_index > 0 and (part := self._search_part()) is not None:
             found = self._detect(image, found, part)
         self.frame_index += 1
         return self._report(found, dt)
@@ -174,13 +179,14 @@ class FacePoseTracker:
         return any(float(box_overlap(box[None], f[0][None])[0, 0]) > 0.5 for i, f in found.items() if i < live)
 
     def _detect(self, image: torch.Tensor, found: dict[int, tuple], part: tuple[int, int] | None = None) -> dict[int, tuple]:
-        """The cascade (P-Net on the ``part`` of the pyramid, or all of it): detections that overlap a
-        followed face update nothing (the followed box stays, so ids do not jump); the others start new tracks."""
-        d = self.detector.detections(image, part).cpu()
-        known = torch.stack([f[0] for f in found.values()]) if found else d.boxes[:0]
-        overlap = box_overlap(d.boxes, known).max(1).values if len(known) and len(d.boxes) else None
+        """The cascade (P-Net on the ``part`` of the pyramid, or all of it), its candidates on followed faces
+        dropped early: detections that overlap a followed face update nothing (the followed box stays, so ids do
+        not jump); the others start new tracks."""
+        known = torch.stack([f[0] for f in found.values()]) if found else None
+        d = self.detector.detections(image, part, known).cpu()
+        overlap = box_overlap(d.boxes, known).max(1).values if known is not None and len(d.boxes) else None
         for k in range(len(d.boxes)):
-            if overlap is not None and overlap[k] > 0.3:
+            if overlap is not None and overlap[k] > KNOWN_IOU:
                 continue
             self.tracks.append(self._revive(d.boxes[k]) or _Track(next(self._ids), d.boxes[k].numpy().astype(np.float64)))
             found[len(self.tracks) - 1] = (d.boxes[k], d.scores[k], d.landmarks[k],

@@ -193,9 +193,10 @@ def test_video_tab_refuses_a_long_video_and_stops_when_closed(tmp_path):
     short = Demo(max_video_seconds=1.0)
     answers = list(short.video(str(clip), 20, 0.7, True, progress=lambda *a, **k: None))
     assert len(answers) == 1 and "too long" in answers[0][-1] and "2 s" in answers[0][-1]
+    long_clip = make_clip(tmp_path / "long.mp4", 750, audio=False)  # 30 s: still running when the browser goes
     demo = Demo(max_video_seconds=60.0)
     before = set(threading.enumerate())
-    job = demo.video(str(clip), 20, 0.7, True, progress=lambda *a, **k: None)
+    job = demo.video(str(long_clip), 20, 0.7, True, progress=lambda *a, **k: None)
     assert "Tracking faces" in next(job)[-1]
     started = set(threading.enumerate()) - before
     assert started  # the worker runs beside the generator
