@@ -2,10 +2,11 @@
 
 MTCNN and FPNet were trained on upright faces (roll within about +-45 degrees). Turning the image by
 quarter turns brings every face within 45 degrees of upright in one of the four. The pyramid is resampled
-once (area resampling commutes with quarter turns) and each level turned (but the two largest, see
-``TURNED_SKIP``: turned faces are searched from twice the minimum face size); P-Net and R-Net run in each
-turn; FPNet runs on each turn's survivors; boxes, landmarks and rotations are turned back into the input
-image's pixels and camera frame, and the faces found in several turns merged by NMS.
+once (area resampling commutes with quarter turns) and each level turned (but the largest, see
+``TURNED_SKIP``: turned faces are searched from 1.4 times the minimum face size); P-Net and R-Net run in each
+turn (there the candidates on faces that the upright image found standing upright stop after P-Net or
+R-Net, ``KNOWN_LEAN``); FPNet runs on each turn's survivors; boxes, landmarks and rotations are turned back
+into the input image's pixels and camera frame, and the faces found in several turns merged by NMS.
 
 Conventions: ``torch.rot90(x, k, dims=(-2, -1))`` turns the picture counter-clockwise (as displayed) by
 ``90 k`` degrees. Camera frame as everywhere: x right, y up, z toward the viewer, so a counter-clockwise
@@ -35,10 +36,14 @@ MAX_TURN_LEAN = 60.0
 # In the merge, a face seen within this many degrees of upright in its turn is taken, of those, by score: every
 # face is within 45 degrees of upright in one of the four turns.
 MERGE_UPRIGHT = 45.0
-# P-Net skips the two largest pyramid levels in the turned images: there, faces are searched from about twice
-# the minimum face size (0.709^-2 = 1.99x; 40 px at the default 20). The upright image keeps every level.
+# A face the upright image finds leaning less than this is known to the turned passes: their candidates on it
+# stop after P-Net or R-Net (``run_cascade``'s ``known``). A quarter turn away it leans 75 degrees or more,
+# beyond MAX_TURN_LEAN: the turned passes would drop it anyway, so this saves their work on it.
+KNOWN_LEAN = 15.0
+# P-Net skips the largest pyramid level in the turned images: there, faces are searched from 1.41 times the
+# minimum face size (1 / 0.709; 28 px at the default 20). The upright image keeps every level.
 # python -m benchmarks.rotation measures what this saves.
-TURNED_SKIP = 2
+TURNED_SKIP = 1
 
 
 def turn(image: torch.Tensor, k: int) -> torch.Tensor:
@@ -99,13 +104,15 @@ def run_cascade_any_rotation(nets: CascadeNets, image: torch.Tensor, config: Det
     ii = integral_image(image[0])
     levels = pyramid_levels(ii, config)  # resampled once: area resampling commutes with quarter turns
     turned_levels = levels[TURNED_SKIP:]
-    found, leans = [], []
+    found, leans, upright_faces = [], [], None
     for k in TURNS:
         if k == 0:
             det = run_cascade(nets, image, config, flip_pose=flip_pose, levels=levels, ii=ii).detections
         else:
+            sides = (width, height) if k % 2 else (height, width)  # the turned image's height and width
+            known = None if upright_faces is None else unturn_boxes(upright_faces, 4 - k, *sides)
             det = run_cascade(nets, turn(image, k), config, flip_pose=flip_pose,
-                              levels=[(s, turn(level, k)) for s, level in turned_levels]).detections
+                              levels=[(s, turn(level, k)) for s, level in turned_levels], known=known).detections
         rotations = det.rotations
         if rotations.shape[-1] == 3:
             lean = in_plane_angle(rotations).abs()
@@ -114,6 +121,8 @@ def run_cascade_any_rotation(nets: CascadeNets, image: torch.Tensor, config: Det
             rotations = turn_matrix(k, rotations.dtype).T.to(rotations.device) @ rotations
         else:
             lean = det.scores.new_zeros(len(det))
+        if k == 0:
+            upright_faces = det.boxes[lean < KNOWN_LEAN]
         found.append(Detections(unturn_boxes(det.boxes, k, height, width), det.scores,
                                 unturn_points(det.landmarks, k, height, width), rotations))
         leans.append(lean)
