@@ -156,3 +156,19 @@ def test_replace_shares_networks_and_changes_settings(detector):
         detector.replace(weights="x")
     with pytest.raises(ValueError, match="min_face_size"):  # validated like the constructor
         detector.replace(min_face_size=5)
+
+
+@needs_photos
+def test_known_faces_are_not_found_again(detector):
+    """``detections(image, known=boxes)``: the faces in ``known`` are not reported again, every other face is
+    (a tracker's search pays only for new faces)."""
+    from facepose.cascade import KNOWN_IOU
+
+    image = detector.prepare(PHOTOS / "nasa_astronaut_class_photo_b.png")
+    every = detector.detections(image)
+    assert len(every) == 8
+    known, others = every.boxes[::2], every.boxes[1::2]
+    new = detector.detections(image, known=known)
+    assert len(new) == 4
+    assert float(box_overlap(new.boxes, known).max()) <= KNOWN_IOU
+    assert (box_overlap(new.boxes, others).max(0).values > 0.9).all()  # the others, as found with the rest
