@@ -273,7 +273,7 @@ Detector with FPNet: {1000 * s['fpnet_s_per_image']:.0f} ms per photo; with the 
   orientation head tells how far any face it is given leans, so a face found at any roll gets its real
   roll, and one leaning more than 20 degrees gets its pose from a crop turned upright. Sideways and
   upside-down faces are *found* reliably only with `any_rotation=True` (the cascade on four quarter turns
-  of the image, about twice the time of upright detection; turned faces from twice the minimum face size;
+  of the image, about twice the time of upright detection; turned faces from 1.4 times the minimum face size;
   measured in [docs/rotation.md](docs/rotation.md)).
 - **Data coverage:** AFLW (Flickr photos) and WIDER FACE skew toward adults, and their demographic composition
   is not documented; accuracy across skin tones, ages and cultures has not been measured. Do not assume equal
@@ -291,11 +291,19 @@ for face in detector.detect("photo.jpg"):
 
 ## Citation
 
-Please cite the bachelor thesis (Kyiv, 2022) that proposed replacing O-Net with a distilled pose network;
-its full bibliographic reference is not recorded in this repository (add it here when known), and the works
+Please cite the bachelor thesis that proposed replacing O-Net with a distilled pose network, and the works
 FacePose builds on:
 
 ```bibtex
+@thesis{{saitarly2022headrotation,
+  title       = {{Determining the direction of a human head's rotation in 3D from an image
+                 (Vyznachennia napriamku obertu holovy liudyny za zobrazhenniam u 3D)}},
+  author      = {{Saitarly, Oleksii}},
+  type        = {{Bachelor's qualification work, specialty 122 Computer Science; supervisor Oleksii Fedorus}},
+  institution = {{Taras Shevchenko National University of Kyiv, Faculty of Computer Science and Cybernetics,
+                 Department of Mathematical Informatics}},
+  year        = {{2022}}, pagetotal = {{41}}
+}}
 @article{{zhang2016mtcnn,
   title   = {{Joint Face Detection and Alignment Using Multitask Cascaded Convolutional Networks}},
   author  = {{Zhang, Kaipeng and Zhang, Zhanpeng and Li, Zhifeng and Qiao, Yu}},
