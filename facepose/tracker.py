@@ -131,10 +131,11 @@ class FacePoseTracker:
         found = {k: found[i] for k, i in enumerate(sorted(found))}
         if self.frame_index == 0:  # the first frame: the whole cascade, every face at once
             found = self._detect(image, found)
-        elif not self.tracks and not self._pending:  # no face known (all gone): search on every frame, a part a
-            self._pending = list(range(self._parts()))  # frame, until one is found
-        if self.frame_index > 0 and (part := self._search_part()) is not None:
-            found = self._detect(image, found, part)
+        else:
+            if not self.tracks and not self._pending:  # no face known (all gone): a search on every frame, a part
+                self._pending = list(range(self._parts()))  # a frame, until one is found
+            if (part := self._search_part()) is not None:
+                found = self._detect(image, found, part)
         self.frame_index += 1
         return self._report(found, dt)
 
