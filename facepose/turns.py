@@ -26,7 +26,7 @@ from .crops import integral_image
 from .nets import CascadeNets
 from .rotation import in_plane_angle
 
-__all__ = ["TURNS", "turn", "unturn_points", "unturn_boxes", "turn_matrix", "run_cascade_any_rotation"]
+__all__ = ["TURNS", "turn", "unturn_points", "unturn_boxes", "turn_boxes", "turn_matrix", "run_cascade_any_rotation"]
 
 TURNS = (0, 1, 2, 3)  # quarter turns counter-clockwise
 MERGE_IOU = 0.4  # faces of different turns overlapping more than this are one face
@@ -80,6 +80,18 @@ def unturn_boxes(boxes: torch.Tensor, k: int, height: int, width: int) -> torch.
     return torch.cat((corners.amin(dim=1), corners.amax(dim=1)), dim=1)
 
 
+def turn_boxes(boxes: torch.Tensor, k: int, height: int, width: int) -> torch.Tensor:
+    """``(N, 4)`` boxes in the original ``height x width`` image -> the same boxes in the image turned by ``k``
+    quarter turns (``unturn_boxes`` the other way: turning by ``4 - k`` brings the turned image back).
+
+    >>> box = torch.tensor([[10.0, 5.0, 19.0, 8.0]])
+    >>> unturn_boxes(turn_boxes(box, 1, 30, 50), 1, 30, 50).tolist()
+    [[10.0, 5.0, 19.0, 8.0]]
+    """
+    turned = (width, height) if k % 2 else (height, width)
+    return unturn_boxes(boxes, (4 - k) % 4, *turned)
+
+
 def turn_matrix(k: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """``Rz(90 k)``: the ``(3, 3)`` camera rotation of a counter-clockwise quarter turn of the picture."""
     c, s = round(math.cos(k * math.pi / 2)), round(math.sin(k * math.pi / 2))
@@ -104,15 +116,14 @@ def run_cascade_any_rotation(nets: CascadeNets, image: torch.Tensor, config: Det
     ii = integral_image(image[0])
     levels = pyramid_levels(ii, config)  # resampled once: area resampling commutes with quarter turns
     turned_levels = levels[TURNED_SKIP:]
-    found, leans, upright_faces = [], [], None
+    found, leans, standing = [], [], None  # standing: the upright pass's faces standing upright (k = 0 comes first)
     for k in TURNS:
         if k == 0:
             det = run_cascade(nets, image, config, flip_pose=flip_pose, levels=levels, ii=ii).detections
         else:
-            sides = (width, height) if k % 2 else (height, width)  # the turned image's height and width
-            known = None if upright_faces is None else unturn_boxes(upright_faces, 4 - k, *sides)
             det = run_cascade(nets, turn(image, k), config, flip_pose=flip_pose,
-                              levels=[(s, turn(level, k)) for s, level in turned_levels], known=known).detections
+                              levels=[(s, turn(level, k)) for s, level in turned_levels],
+                              known=turn_boxes(standing, k, height, width)).detections
         rotations = det.rotations
         if rotations.shape[-1] == 3:
             lean = in_plane_angle(rotations).abs()
@@ -121,8 +132,8 @@ def run_cascade_any_rotation(nets: CascadeNets, image: torch.Tensor, config: Det
             rotations = turn_matrix(k, rotations.dtype).T.to(rotations.device) @ rotations
         else:
             lean = det.scores.new_zeros(len(det))
-        if k == 0:
-            upright_faces = det.boxes[lean < KNOWN_LEAN]
+        if k == 0:  # known to the turned passes
+            standing = det.boxes[lean < KNOWN_LEAN]
         found.append(Detections(unturn_boxes(det.boxes, k, height, width), det.scores,
                                 unturn_points(det.landmarks, k, height, width), rotations))
         leans.append(lean)
