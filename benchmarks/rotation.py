@@ -34,31 +34,7 @@ from support.timing import alternated
 from training.aflw2000 import load_aflw2000
 from training.metrics import average_precision
 from training.sources import read_wider_boxes, small_faces
-
-
-def turned_picture(pixels: np.ndarray, angle: float) -> tuple[np.ndarray, np.ndarray]:
-    """``pixels`` turned counter-clockwise by ``angle`` degrees (grown to hold the whole picture, black around),
-    and the ``(2, 3)`` affine map of original pixel coordinates (x, y) into the turned picture."""
-    h, w = pixels.shape[:2]
-    if angle % 90 == 0:
-        k = int(angle // 90) % 4
-        turned = np.ascontiguousarray(np.rot90(pixels, k))  # exact: no resampling
-    else:
-        turned = np.asarray(Image.fromarray(pixels).rotate(angle, resample=Image.BILINEAR, expand=True))
-    t = math.radians(angle)
-    c, s = math.cos(t), math.sin(t)
-    H, W = turned.shape[:2]
-    # about the centres, y down: a counter-clockwise turn takes (dx, dy) to (c dx + s dy, -s dx + c dy)
-    cx, cy, cX, cY = (w - 1) / 2, (h - 1) / 2, (W - 1) / 2, (H - 1) / 2
-    m = np.array([[c, s, cX - c * cx - s * cy], [-s, c, cY + s * cx - c * cy]])
-    return turned, m
-
-
-def turned_box(box: np.ndarray, m: np.ndarray) -> np.ndarray:
-    """The axis-aligned box around ``box``'s corners mapped by ``m`` (``turned_picture``)."""
-    x1, y1, x2, y2 = box
-    corners = np.array([[x1, y1, 1], [x2, y1, 1], [x1, y2, 1], [x2, y2, 1]]) @ m.T
-    return np.concatenate((corners.min(0), corners.max(0)))
+from training.turned_proposals import turned_box, turned_picture
 
 
 def match(faces, truth_box: np.ndarray):

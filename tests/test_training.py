@@ -261,6 +261,9 @@ def test_recipes_are_the_named_ones():
         Recipe(name="x", summary="", arch="fpnet_branch", init="scratch", train_detection=False)
     with pytest.raises(ValueError, match="only the fpnet_branch grows"):
         Recipe(name="x", summary="", arch="fpnet", init="grow")
+    assert 0 < oriented.proposals < 1
+    with pytest.raises(ValueError, match="proposals teach the orientation head only"):
+        RECIPES["grown"].replace(proposals=0.5)
 
 
 def test_thesis_losses_on_a_hand_made_batch():
@@ -354,6 +357,24 @@ def test_turned_crops_and_labels_turn_together():
     assert torch.allclose(back[0, 0], torch.tensor([50.5, 20.5]), atol=1.0)
 
 
+@pytest.fixture(scope="module")
+def turned_dataset(tiny_dataset):
+    """The tiny data set with the crops the cascade proposes on its faces turned (``training.turned_proposals``)."""
+    from training.turned_proposals import main as turned_proposals
+
+    turned_proposals(["--data", str(tiny_dataset), "--turns", "2"])
+    return tiny_dataset
+
+
+@pytest.mark.slow  # training
+def test_turned_proposals_are_written_per_split(turned_dataset):
+    from training.samples import load_turned
+
+    crops, leans = load_turned(turned_dataset, "train")
+    assert crops.dtype == torch.uint8 and crops.shape[1:] == (48, 48, 3) and len(crops) == len(leans) > 0
+    assert leans.abs().max() <= 180
+
+
 @pytest.mark.slow  # training
 def test_oriented_recipe_needs_a_trained_network(tiny_dataset, tmp_path):
     """The oriented recipe adds an orientation head to a trained network (it does not start from O-Net)."""
@@ -364,14 +385,23 @@ def test_oriented_recipe_needs_a_trained_network(tiny_dataset, tmp_path):
 
 
 @pytest.mark.slow  # training
-def test_orientation_head_learns_alone(tiny_dataset, tmp_path):
+def test_orientation_head_learns_alone(turned_dataset, tmp_path):
     """Two steps of the oriented recipe from the packaged FPNet move the orientation head only: O-Net and the
-    pose branch stay bit-identical, so the upright pose is the packaged one exactly."""
+    pose branch stay bit-identical, so the upright pose is the packaged one exactly. Without the crops proposed on
+    turned faces it says what to run."""
     from facepose.weights import WEIGHTS_DIR, load_last_stage
     from training.train import main as train
 
+    bare = tmp_path / "bare"
+    (bare / "shards").mkdir(parents=True)
+    (bare / "manifest.json").write_text((turned_dataset / "manifest.json").read_text())
+    for shard in (turned_dataset / "shards").iterdir():
+        (bare / "shards" / shard.name).symlink_to(shard)
+    with pytest.raises(SystemExit, match="training.turned_proposals"):
+        train(["--recipe", "oriented", "--init", str(WEIGHTS_DIR / "fpnet.safetensors"), "--data", str(bare),
+               "--out", str(tmp_path / "no-turned"), "--epochs", "1", "--max-steps", "1"])
     out = tmp_path / "oriented"
-    train(["--recipe", "oriented", "--init", str(WEIGHTS_DIR / "fpnet.safetensors"), "--data", str(tiny_dataset),
+    train(["--recipe", "oriented", "--init", str(WEIGHTS_DIR / "fpnet.safetensors"), "--data", str(turned_dataset),
            "--out", str(out), "--epochs", "1", "--max-steps", "2"])
     start, _ = load_last_stage(WEIGHTS_DIR / "fpnet.safetensors")
     trained, pose = load_last_stage(out / "best.safetensors")
@@ -380,3 +410,33 @@ def test_orientation_head_learns_alone(tiny_dataset, tmp_path):
     for name, value in trained.state_dict().items():
         if not name.startswith("orient_"):
             assert torch.equal(value, before[name]), name
+
+
+@pytest.mark.slow  # training
+def test_crops_proposed_on_turned_faces_lean_as_labelled(tiny_dataset):
+    """On AFLW faces turned sideways, the crops R-Net proposes and the crop cut again turned back carry the lean
+    the packaged FPNet's orientation head reads in them (within 30 degrees), so crops and labels agree."""
+    from facepose.cascade import normalize
+    from facepose.nets import CascadeNets
+    from facepose.weights import WEIGHTS_DIR, load_last_stage, load_pnet, load_rnet
+    from training import sources
+    from training.build_dataset import face_from_teacher_box
+    from training.turned_proposals import face_crops, face_labels
+
+    nets = CascadeNets(load_pnet(), load_rnet(), load_last_stage(WEIGHTS_DIR / "onet.safetensors")[0].eval())
+    fpnet = load_last_stage(WEIGHTS_DIR / "fpnet.safetensors")[0].eval()
+    labels = face_labels(tiny_dataset)
+    rel = json.loads((tiny_dataset / "manifest.json").read_text())["teacher_box"]
+    crops, leans = [], []
+    for photo in sources.aflw_faces(limit=3):
+        face = face_from_teacher_box(photo.teacher_boxes[0], rel)
+        for angle in (90.0, 270.0):
+            c, lean = face_crops(nets, photo, face, labels[f"{photo.key}#0"], angle, np.random.default_rng(0))
+            crops.append(c)
+            leans.append(lean)
+    crops, leans = torch.from_numpy(np.concatenate(crops)), torch.from_numpy(np.concatenate(leans))
+    assert len(crops) >= 6 and (leans.abs() > 45).sum() >= 3  # sideways faces found, and their recut crops
+    with torch.inference_mode():
+        read = fpnet.in_plane(fpnet.features(normalize(crops.permute(0, 3, 1, 2).float())))
+    off = ((read - leans + 180) % 360 - 180).abs()
+    assert (off < 30).float().mean() >= 0.8, off

@@ -40,6 +40,9 @@ class Recipe:
         turn: share of crops turned in the image plane by a uniform random angle (0-360 degrees), cut from
             the data set's context crops, their rotation label turned with them (``Rz(angle) R``); every
             crop is then cut from its context crop, jitter included. Only where no box is learned.
+        proposals: with ``learn="orientation"``, the share of each batch's crops that are the crops the
+            cascade really proposes on turned faces (``training.turned_proposals``: the data set's ``turned/``),
+            beside its own crops turned (0: none).
         learn: what learns with O-Net frozen: ``rotation`` (the pose branch and rotation head, geodesic or L2
             loss) or ``orientation`` (only the orientation head, ``sizes["orient_hidden"]``: how far the face
             leans in its crop, 1 - cos of the angle error; the pose branch stays as ``--init`` gave it).
@@ -63,6 +66,7 @@ class Recipe:
     jitter: float = 0.0
     augment: float = 0.0
     turn: float = 0.0
+    proposals: float = 0.0
     learn: str = "rotation"
 
     def __post_init__(self) -> None:
@@ -75,6 +79,8 @@ class Recipe:
             (not (self.jitter and self.train_detection), "jitter moves the face in the crop: only with O-Net frozen"),
             (not (self.turn and self.train_detection), "turns move the face in the crop: only with O-Net frozen"),
             (0 <= self.turn <= 1, "turn is a share of the crops, between 0 and 1"),
+            (0 <= self.proposals < 1, "proposals is a share of the crops, between 0 and 1"),
+            (not self.proposals or self.learn == "orientation", "proposals teach the orientation head only"),
             (self.learn in ("rotation", "orientation"), f"learn must be rotation or orientation, not {self.learn!r}"),
             (self.learn == "rotation" or (self.sizes.get("orient_hidden") and not self.train_detection),
              "learning the orientation needs an orientation head (sizes orient_hidden) and O-Net frozen"),
@@ -130,12 +136,15 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
         "dense units and a 2-vector (cos, sin of the lean) read with O-Net's 256 units. O-Net and the pose branch "
         "stay as they were. 20 epochs of Adam (lr 0.001 x 0.85 per epoch, batch 64) on the same faces, every crop cut "
         "from a context crop 1.5 times its box, half of them turned in the image plane by a uniform random angle, "
-        "loss 1 - cos of the lean's error (the label's lean turned alike); the best epoch by the validation lean "
-        "error on turned crops is kept. At inference a face leaning more than 20 degrees is cut again turned "
-        "upright, and the pose branch reads it there.",
+        "and as many again of the crops the cascade really proposes on the training faces turned by random angles "
+        "(`training.turned_proposals`: P-Net and R-Net box a turned face further off it than an upright one), loss "
+        "1 - cos of the lean's error (the label's lean turned alike); the best epoch by the mean of the validation "
+        "lean errors on turned crops and on proposed crops is kept. At inference a face leaning more than 20 degrees "
+        "is cut again turned upright, and the pose branch reads it there.",
         arch="fpnet_branch", sizes={"pose_channels": 64, "pose_hidden": 96, "pose_early": 48, "orient_hidden": 64},
         init="finetune", train_detection=False, epochs=20, lr=0.001, lr_decay=0.85, dropout=0.1, rotation_loss="geodesic",
-        mining="none", negatives_per_positive=0.0, jitter=2.0, augment=0.3, turn=0.5, learn="orientation",
+        mining="none", negatives_per_positive=0.0, jitter=2.0, augment=0.3, turn=0.5, proposals=0.5,
+        learn="orientation",
     ),
     Recipe(
         name="thesis",

@@ -10,7 +10,7 @@ import torch
 
 from facepose.rotation import matrix_to_sixd, mirror_matrix, sixd_to_matrix
 
-__all__ = ["KIND", "Samples", "load_samples", "mirror_batch", "epoch_indices"]
+__all__ = ["KIND", "Samples", "load_samples", "load_turned", "mirror_batch", "epoch_indices"]
 
 # what a sample is, by IoU of its crop's box with the nearest true face (see build_dataset)
 KIND = {"negative": 0, "positive": 1, "part": 2, "inside": 3}
@@ -51,6 +51,21 @@ def load_samples(folders: Path | str | list[Path | str], split: str) -> Samples:
     keys = set.intersection(*(set(p) for p in parts))  # context crops only where every shard has them
     cat = {k: np.concatenate([p[k] for p in parts]) for k in keys}
     return Samples(*(torch.from_numpy(cat[f]) if f in cat else None for f in Samples.__dataclass_fields__))
+
+
+def load_turned(folders: Path | str | list[Path | str], split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The crops the cascade proposes on turned faces (``training.turned_proposals``) of ``split`` in each data set
+    folder: ``(N, 48, 48, 3)`` uint8 crops and ``(N,)`` leans in degrees."""
+    folders = [Path(f) for f in (folders if isinstance(folders, (list, tuple)) else [folders])]
+    crops, leans = [], []
+    for folder in folders:
+        path = folder / "turned" / f"{split}.npz"
+        if not path.exists():
+            raise FileNotFoundError(f"no {path}: run python -m training.turned_proposals --data {folder} first")
+        with np.load(path) as z:
+            crops.append(z["crops"])
+            leans.append(z["lean"])
+    return torch.from_numpy(np.concatenate(crops)), torch.from_numpy(np.concatenate(leans))
 
 
 def mirror_batch(crops: torch.Tensor, box: torch.Tensor, sixd: torch.Tensor,

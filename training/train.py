@@ -33,7 +33,7 @@ from facepose.weights import WEIGHTS_DIR, load_last_stage, save_net
 from .augment import augment_crops, jitter_crops, turn_crops, turned_labels
 from .metrics import angle_errors
 from .recipes import RECIPES, Recipe
-from .samples import KIND, Samples, epoch_indices, load_samples, mirror_batch
+from .samples import KIND, Samples, epoch_indices, load_samples, load_turned, mirror_batch
 
 __all__ = ["main", "train", "evaluate_samples", "build_parser", "make_model", "losses"]
 
@@ -118,9 +118,11 @@ def rotation_loss(predicted: torch.Tensor, target: torch.Tensor, posed: torch.Te
     return ((predicted[posed] - target[posed]) ** 2).sum(1).mean()
 
 
-def losses(model: ONet, batch: Samples, recipe: Recipe, gen: torch.Generator) -> dict[str, torch.Tensor]:
+def losses(model: ONet, batch: Samples, recipe: Recipe, gen: torch.Generator,
+           proposed: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """The recipe's losses on one batch (prepared on the CPU, learned from on the model's device);
-    ``"loss"`` is their sum."""
+    ``"loss"`` is their sum. ``proposed``: crops the cascade proposed on turned faces and their leans
+    (``load_turned``), learned beside the batch by the orientation head."""
     turning = recipe.turn > 0
     if turning and batch.context is None:
         raise SystemExit(f"the {recipe.name!r} recipe cuts turned crops from context crops: rebuild the data set "
@@ -142,11 +144,21 @@ def losses(model: ONet, batch: Samples, recipe: Recipe, gen: torch.Generator) ->
         x = augment_crops(x, gen, recipe.augment)
     device = next(model.parameters()).device
     if recipe.learn == "orientation":  # the lean of each head in its (turned) crop, at any roll
-        posed = ((batch.kind == KIND["positive"]) & batch.has_pose).to(device)
-        lean = torch.deg2rad(in_plane_angle(sixd_to_matrix(sixd.double())).float()).to(device)
+        posed = (batch.kind == KIND["positive"]) & batch.has_pose
+        x, lean = x[posed], in_plane_angle(sixd_to_matrix(sixd[posed].double())).float()
+        if proposed is not None:
+            y, y_lean = proposed[0].permute(0, 3, 1, 2).float(), proposed[1].float()
+            if recipe.mirror:  # a mirrored crop leans the other way
+                flip = torch.rand(len(y), generator=gen) < 0.5
+                y, y_lean = torch.where(flip[:, None, None, None], y.flip(-1), y), torch.where(flip, -y_lean, y_lean)
+            y = normalize(y)
+            x, lean = torch.cat((x, augment_crops(y, gen, recipe.augment) if recipe.augment else y)), torch.cat((lean, y_lean))
+        if not len(x):
+            return {"orientation": torch.zeros(()), "loss": torch.zeros((), requires_grad=True)}
+        lean = torch.deg2rad(lean).to(device)
         v = model.orientation_vector(model.features(x.to(device)))
         cos_error = (v[:, 0] * torch.cos(lean) + v[:, 1] * torch.sin(lean)) / v.norm(dim=1).clamp_min(1e-6)
-        loss = (1 - cos_error)[posed].mean() if posed.any() else v.sum() * 0
+        loss = (1 - cos_error).mean()
         return {"orientation": loss, "loss": loss}
     x, box, sixd = (t.to(device) for t in (x, box, sixd))
     kind, has_pose = batch.kind.to(device), batch.has_pose.to(device)
@@ -175,10 +187,14 @@ def validation_angles(n: int) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def evaluate_samples(model: ONet, samples: Samples, batch_size: int = 512, turned: bool = False) -> dict:
+def evaluate_samples(model: ONet, samples: Samples, batch_size: int = 512, turned: bool = False,
+                     proposed: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
     """Validation: face accuracy (at 0.5), pose error against the label in degrees (yaw, pitch, roll, mean;
     ``geodesic``: the angle between rotations). With ``turned`` (and context crops) also ``turned_geodesic``:
-    the pose error on the labelled faces turned by ``validation_angles``, cut from their context crops."""
+    the pose error on the labelled faces turned by ``validation_angles``, cut from their context crops, and
+    the orientation head's mean lean error there (``turned_lean_error``). With ``proposed`` (``load_turned``)
+    its mean lean error on the crops the cascade proposed on turned faces (``proposed_lean_error``) and the
+    share of them it reads more than 90 degrees off (``proposed_lean_flips``)."""
     model.eval()
     device = next(model.parameters()).device
     probs, pred, true, geo = [], [], [], []
@@ -215,13 +231,24 @@ def evaluate_samples(model: ONet, samples: Samples, batch_size: int = 512, turne
         out_metrics["turned_geodesic"] = float(torch.rad2deg(torch.cat(errors)).mean())
         if lean_errors:
             out_metrics["turned_lean_error"] = float(torch.cat(lean_errors).abs().mean())
+    if proposed is not None and model.has_orientation and len(proposed[0]):
+        errors = []
+        for i in range(0, len(proposed[0]), batch_size):
+            lean = model.in_plane(model.features(to_input(proposed[0][i:i + batch_size]).to(device))).cpu()
+            errors.append(((lean.double() - proposed[1][i:i + batch_size].double() + 180) % 360 - 180).abs())
+        errors = torch.cat(errors)
+        out_metrics["proposed_lean_error"] = float(errors.mean())
+        out_metrics["proposed_lean_flips"] = float((errors > 90).double().mean())
     model.train()
     return out_metrics
 
 
 def selection_error(metrics: dict) -> float:
     """What the best epoch minimises: the validation pose error (mean absolute angle error); with turned crops
-    the mean of the upright and turned geodesic errors; with an orientation head, its lean error on turned crops."""
+    the mean of the upright and turned geodesic errors; with an orientation head, its lean error on turned crops
+    (with crops the cascade proposed on turned faces, the mean of both lean errors)."""
+    if "proposed_lean_error" in metrics:
+        return (metrics["turned_lean_error"] + metrics["proposed_lean_error"]) / 2
     if "turned_lean_error" in metrics:
         return metrics["turned_lean_error"]
     if "turned_geodesic" in metrics:
@@ -242,6 +269,12 @@ def train(args: argparse.Namespace) -> dict:
 
     args.out.mkdir(parents=True, exist_ok=True)
     train_set, val_set = load_samples(args.data, "train"), load_samples(args.data, "val")
+    proposed = val_proposed = None
+    if recipe.proposals:
+        try:
+            proposed, val_proposed = load_turned(args.data, "train"), load_turned(args.data, "val")
+        except FileNotFoundError as e:
+            raise SystemExit(f"the {recipe.name!r} recipe learns from crops proposed on turned faces: {e}") from None
     if args.limit:
         train_set = train_set.subset(torch.randperm(len(train_set))[: args.limit])
     device = torch.device(args.device)
@@ -278,7 +311,12 @@ def train(args: argparse.Namespace) -> dict:
         bar = tqdm(range(0, len(order), recipe.batch_size), desc=f"epoch {epoch + 1}/{recipe.epochs}", unit="batch")
         for i in bar:
             batch = train_set.subset(order[i:i + recipe.batch_size])
-            parts = losses(model, batch, recipe, gen)
+            extra = None
+            if proposed is not None:  # proposals share of the crops: m of them beside the batch's
+                m = round(len(batch) * recipe.proposals / (1 - recipe.proposals))
+                pick = torch.randint(len(proposed[0]), (m,), generator=gen)
+                extra = (proposed[0][pick], proposed[1][pick])
+            parts = losses(model, batch, recipe, gen, extra)
             optimizer.zero_grad(set_to_none=True)
             parts["loss"].backward()
             optimizer.step()
@@ -292,7 +330,7 @@ def train(args: argparse.Namespace) -> dict:
             if args.max_steps and step >= args.max_steps:
                 break
         scheduler.step()
-        metrics = evaluate_samples(model, val_set, turned=recipe.turn > 0)
+        metrics = evaluate_samples(model, val_set, turned=recipe.turn > 0, proposed=val_proposed)
         metrics["selection"] = selection_error(metrics)
         for k, v in metrics.items():
             writer.add_scalar(f"val/{k}", v, epoch)
