@@ -265,19 +265,24 @@ def upright_pose(fpnet: ONet, image: torch.Tensor, boxes: torch.Tensor, leans: t
     """``(N, 3, 3)`` rotations of the faces in ``boxes (N, 4)`` of ``image (1, 3, H, W)``: where the orientation
     head sees a face leaning more than ``RECUT_LEAN`` degrees (``leans (N,)``), its crop is cut again turned by
     that lean (``crops.turned_crops``), ``RECUT_STEPS`` times, each turned by the lean plus what the head still
-    sees in the last crop; the pose branch, an upright expert, reads the last one upright, and its rotation is
-    turned back (``Rz(-lean) R``). The other faces keep ``rotations``."""
+    sees in the last crop and placed where O-Net's box regression puts the face in it (the cascade's boxes sit
+    off a face it found leaning; upright, O-Net boxes it as it learnt to); the pose branch, an upright expert,
+    reads the last one upright, and its rotation is turned back (``Rz(-lean) R``). The other faces keep
+    ``rotations``. The boxes reported stay the cascade's."""
     leaning = torch.nonzero(leans.abs() > RECUT_LEAN).flatten()
-    lean = leans[leaning]
+    lean, windows = leans[leaning], square(boxes[leaning])
     for step in range(RECUT_STEPS):
         if not len(leaning):
             return rotations
-        crops, valid = turned_crops(image, square(boxes[leaning]), lean, 48)
-        leaning, lean, crops = leaning[valid], lean[valid], normalize(crops, inplace=True)
-        if step + 1 < RECUT_STEPS and len(leaning):  # what the head still sees
-            still = fpnet.in_plane(fpnet.features(crops))
+        crops, valid = turned_crops(image, windows, lean, 48)
+        leaning, lean, windows, crops = leaning[valid], lean[valid], windows[valid], normalize(crops, inplace=True)
+        if step + 1 < RECUT_STEPS and len(leaning):  # what the head still sees, and where the face sits upright
+            features = fpnet.features(crops)
+            still = fpnet.in_plane(features)
             if flip_pose:
                 still = mean_lean(still, fpnet.in_plane(fpnet.features(crops.flip(-1))))
+            _, moved, _ = decode_last_stage(fpnet.detection(features), windows)
+            windows = square(_turned_back(moved, windows, lean))
             lean = lean + still
     if not len(leaning):
         return rotations
