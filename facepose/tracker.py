@@ -59,7 +59,9 @@ class _Track:
     age: int = 0  # frames it has been reported
     box_filter: OneEuro = field(default_factory=lambda: OneEuro(min_cutoff=1.0, beta=0.02))
     marks_filter: OneEuro = field(default_factory=lambda: OneEuro(min_cutoff=1.0, beta=0.02))
-    rotation_filter: OneEuroRotation = field(default_factory=lambda: OneEuroRotation(min_cutoff=0.5, beta=4.0))
+    # a still head smoothed at 0.5 Hz; a turn raises the cutoff within a frame (its speed followed at 5 Hz)
+    rotation_filter: OneEuroRotation = field(
+        default_factory=lambda: OneEuroRotation(min_cutoff=0.5, beta=2.0, d_cutoff=5.0))
 
 
 class FacePoseTracker:
