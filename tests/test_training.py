@@ -414,8 +414,9 @@ def test_orientation_head_learns_alone(turned_dataset, tmp_path):
 
 @pytest.mark.slow  # training
 def test_crops_proposed_on_turned_faces_lean_as_labelled(tiny_dataset):
-    """On AFLW faces turned sideways, the crops R-Net proposes and the crop cut again turned back carry the lean
-    the packaged FPNet's orientation head reads in them (within 30 degrees), so crops and labels agree."""
+    """On AFLW faces turned by 35 degrees either way and upside down, the crops R-Net proposes and the crop cut
+    again turned back carry the lean the packaged FPNet's orientation head reads in them (within 30 degrees), so
+    crops and labels agree."""
     from facepose.cascade import normalize
     from facepose.nets import CascadeNets
     from facepose.weights import WEIGHTS_DIR, load_last_stage, load_pnet, load_rnet
@@ -430,12 +431,12 @@ def test_crops_proposed_on_turned_faces_lean_as_labelled(tiny_dataset):
     crops, leans = [], []
     for photo in sources.aflw_faces(limit=3):
         face = face_from_teacher_box(photo.teacher_boxes[0], rel)
-        for angle in (90.0, 270.0):
+        for angle in (35.0, 180.0, 325.0):
             c, lean = face_crops(nets, photo, face, labels[f"{photo.key}#0"], angle, np.random.default_rng(0))
             crops.append(c)
             leans.append(lean)
     crops, leans = torch.from_numpy(np.concatenate(crops)), torch.from_numpy(np.concatenate(leans))
-    assert len(crops) >= 6 and (leans.abs() > 45).sum() >= 3  # sideways faces found, and their recut crops
+    assert len(crops) >= 6 and (leans.abs() > 20).sum() >= 3  # leaning faces found, and their recut crops
     with torch.inference_mode():
         read = fpnet.in_plane(fpnet.features(normalize(crops.permute(0, 3, 1, 2).float())))
     off = ((read - leans + 180) % 360 - 180).abs()
