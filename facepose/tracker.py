@@ -35,6 +35,7 @@ MIN_STEP_IOU = 0.4  # a followed box must overlap its last box this much (faces 
 REFOLLOW_FRAMES = 10  # a face lost this many frames ago or less is still followed from where its motion takes it
 SEARCH_PARTS = 3  # a search for new faces is spread over this many frames of each cycle
 REVIVE_IOU = 0.3  # a new detection takes over a recently lost track it overlaps this much
+RESTART_AGE = 10  # a face followed this many frames and lost starts the search again at once
 VELOCITY_DAMPING = 0.5  # the next box is guessed half a step ahead: a full step overshoots when the box jitters
 
 
@@ -120,10 +121,10 @@ class FacePoseTracker:
         self.tracks += [t for _, t in recent]
         found = self._follow(image)  # track index -> (box, score, landmarks, rotation)
         found = {i: f for i, f in found.items() if i < live or not self._duplicate(f[0], found, live)}
-        # a face that had been followed for a while and is gone: the search starts again at once (one part a
-        # frame, beside the following of the lost face from where its motion takes it); one that flickers at
-        # the threshold waits for the next periodic search
-        if any(t.age >= 3 for i, t in enumerate(self.tracks[:live]) if i not in found):
+        # a face that had been followed for a while (RESTART_AGE frames) and is gone: the search starts again at
+        # once (one part a frame, beside the following of the lost face from where its motion takes it); one that
+        # flickers at the threshold (a false face most often) waits for the next periodic search
+        if any(t.age >= RESTART_AGE for i, t in enumerate(self.tracks[:live]) if i not in found):
             self._pending = list(range(self._parts()))
         for i, t in enumerate(self.tracks):
             if i not in found:
