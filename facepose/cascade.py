@@ -266,7 +266,8 @@ def upright_pose(fpnet: ONet, image: torch.Tensor, boxes: torch.Tensor, leans: t
     head sees a face leaning more than ``RECUT_LEAN`` degrees (``leans (N,)``), its crop is cut again turned by
     that lean (``crops.turned_crops``), ``RECUT_STEPS`` times, each turned by the lean plus what the head still
     sees in the last crop and placed where O-Net's box regression puts the face in it (the cascade's boxes sit
-    off a face it found leaning; upright, O-Net boxes it as it learnt to); the pose branch, an upright expert,
+    off a face it found leaning; upright, O-Net boxes it as it learnt to; with ``flip_pose`` the mean of the box
+    it finds in the crop and the mirror image of the one in the mirrored crop); the pose branch, an upright expert,
     reads the last one upright, and its rotation is turned back (``Rz(-lean) R``). The other faces keep
     ``rotations``. The boxes reported stay the cascade's."""
     leaning = torch.nonzero(leans.abs() > RECUT_LEAN).flatten()
@@ -279,9 +280,13 @@ def upright_pose(fpnet: ONet, image: torch.Tensor, boxes: torch.Tensor, leans: t
         if step + 1 < RECUT_STEPS and len(leaning):  # what the head still sees, and where the face sits upright
             features = fpnet.features(crops)
             still = fpnet.in_plane(features)
-            if flip_pose:
-                still = mean_lean(still, fpnet.in_plane(fpnet.features(crops.flip(-1))))
             _, moved, _ = decode_last_stage(fpnet.detection(features), windows)
+            if flip_pose:
+                mirrored = fpnet.features(crops.flip(-1))
+                still = mean_lean(still, fpnet.in_plane(mirrored))
+                _, m, _ = decode_last_stage(fpnet.detection(mirrored), windows)
+                x = windows[:, 0] + windows[:, 2]
+                moved = (moved + torch.stack((x - m[:, 2], m[:, 1], x - m[:, 0], m[:, 3]), 1)) / 2
             windows = square(_turned_back(moved, windows, lean))
             lean = lean + still
     if not len(leaning):
