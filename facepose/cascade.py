@@ -279,15 +279,13 @@ def upright_pose(fpnet: ONet, image: torch.Tensor, boxes: torch.Tensor, leans: t
         leaning, lean, windows, crops = leaning[valid], lean[valid], windows[valid], normalize(crops, inplace=True)
         if step + 1 < RECUT_STEPS and len(leaning):  # what the head still sees, and where the face sits upright
             features = fpnet.features(crops)
-            still = fpnet.in_plane(features)
-            _, moved, _ = decode_last_stage(fpnet.detection(features), windows)
+            still, offsets = fpnet.in_plane(features), fpnet.detection(features).box
             if flip_pose:
                 mirrored = fpnet.features(crops.flip(-1))
                 still = mean_lean(still, fpnet.in_plane(mirrored))
-                _, m, _ = decode_last_stage(fpnet.detection(mirrored), windows)
-                x = windows[:, 0] + windows[:, 2]
-                moved = (moved + torch.stack((x - m[:, 2], m[:, 1], x - m[:, 0], m[:, 3]), 1)) / 2
-            windows = square(_turned_back(moved, windows, lean))
+                m = fpnet.detection(mirrored).box  # in the mirrored crop: x1 and x2 swap and change sign
+                offsets = (offsets + torch.stack((-m[:, 2], m[:, 1], -m[:, 0], m[:, 3]), 1)) / 2
+            windows = square(_turned_back(apply_offsets(windows, offsets), windows, lean))
             lean = lean + still
     if not len(leaning):
         return rotations
