@@ -1,5 +1,5 @@
 """The cascade: its three stages, each a function of an image and the boxes it is given, and the one
-runner that chains them (``run_cascade``) or follows known faces through R-Net and FPNet (``follow``).
+runner that chains them (``run_cascade``) or follows known faces through FPNet alone (``follow``).
 
 Every stage works on one image held as a ``(1, 3, H, W)`` tensor of 0-255 RGB values (uint8 or float; its
 integral image is what the stages read, ``crops.integral_image``) and on
@@ -35,8 +35,6 @@ RECUT_LEAN = 20.0
 # each turned by the lean read so far plus what the head still sees in the last crop (chosen on the validation
 # split of the training crops: pose error upside down 13.3, 12.2 and 10.6 degrees with 1, 2 and 3 cuts).
 RECUT_STEPS = 3
-# R-Net only moves a followed box (a face was there a frame ago); FPNet's threshold decides whether it stays
-FOLLOW_RNET_THRESHOLD = 0.3
 # A candidate overlapping a face already known (a tracker's followed face) by more IoU than this is that face
 KNOWN_IOU = 0.3
 
@@ -378,10 +376,11 @@ def _turned_back(boxes: torch.Tensor, around: torch.Tensor, angles: torch.Tensor
 
 def follow(nets: CascadeNets, image: torch.Tensor, boxes: torch.Tensor, config: DetectorConfig,
            flip_pose: bool | None = None, angles: torch.Tensor | None = None) -> tuple[torch.Tensor, Detections]:
-    """Stages 2 and 3 on known faces, without P-Net and without NMS between them (a tracker's frame).
+    """Stage 3 alone on known faces, without P-Net, R-Net or NMS between them (a tracker's frame).
 
-    Each of ``boxes (N, 4)`` (square windows where the faces are expected in the ``(1, 3, H, W)`` image) is
-    moved by R-Net (threshold ``FOLLOW_RNET_THRESHOLD``: a face was there a frame ago) and checked by FPNet
+    Each of ``boxes (N, 4)`` (square windows where the faces are expected in the ``(1, 3, H, W)`` image, a
+    face's last FPNet box moved on) is cut at 48x48 and goes through FPNet, which moves the box (its box
+    regression, as for R-Net's boxes in a detection) and decides whether the face is still there
     (``config.fpnet_threshold``). Crops are cut with black padding where a box leaves the image (as the
     original MTCNN pads them): a face at the border is cut whole, not stretched from its visible part, so
     its box does not drift. The mirrored crops go through FPNet in the same batch as the crops. A face that
@@ -389,30 +388,19 @@ def follow(nets: CascadeNets, image: torch.Tensor, boxes: torch.Tensor, config: 
     followed face gets the pose a detection gives it.
 
     ``angles (N,)``: each face's last in-plane angle (``rotation.in_plane_angle``), in degrees. Its crops are
-    then cut turned by it (``crops.turned_crops``) so that R-Net and FPNet see the face upright (PCN's idea),
-    and its box, landmarks and rotation are turned back into the image. ``None``: upright crops.
+    then cut turned by it (``crops.turned_crops``) so that FPNet sees the face upright (PCN's idea), and its
+    box, landmarks and rotation are turned back into the image. ``None``: upright crops.
 
     Returns:
         the indices ``(K,)`` of the boxes whose face is still there, and their ``Detections``.
     """
     flip = (config.flip_pose if flip_pose is None else flip_pose) and nets.fpnet.has_rotation
-
-    def cut(windows: torch.Tensor, which: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if angles is None:
-            return padded_crops(image, windows, size)
-        return turned_crops(image, windows, angles[which], size)
-
     index = torch.arange(len(boxes), device=boxes.device)
-    crops, valid = cut(boxes, index, 24)
-    index = index[valid]
-    if len(index):
-        scores, offsets = nets.rnet(normalize(crops, inplace=True))
-        ok = scores > FOLLOW_RNET_THRESHOLD
-        index, moved = index[ok], square(apply_offsets(boxes[index[ok]], offsets[ok]))
-        if angles is not None:
-            moved = _turned_back(moved, boxes[index], angles[index])
-        crops, valid = cut(moved, index, 48)
-        index, moved = index[valid], moved[valid]
+    if angles is None:
+        crops, valid = padded_crops(image, boxes, 48)
+    else:
+        crops, valid = turned_crops(image, boxes, angles, 48)
+    index, moved = index[valid], boxes[valid]
     if not len(index):
         return index, Detections.empty(boxes.float(), nets.fpnet.has_rotation)
     crops = normalize(crops, inplace=True)

@@ -183,7 +183,7 @@ class FacePoseDetector:
 
     @torch.inference_mode()
     def follow(self, image: torch.Tensor, boxes: torch.Tensor, angles: torch.Tensor | None = None) -> tuple[torch.Tensor, Detections]:
-        """Known faces on a ``prepare``d image: each of the square ``boxes (N, 4)`` refined by R-Net and FPNet
+        """Known faces on a ``prepare``d image: each of the square ``boxes (N, 4)`` refined by FPNet
         alone (``cascade.follow``), its crops turned upright by ``angles (N,)`` (degrees, each face's last
         ``rotation.in_plane_angle``) when given. Returns the indices of the boxes whose face is still there and
         their ``Detections``."""

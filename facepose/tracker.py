@@ -9,10 +9,16 @@ found within three frames); when a face followed for a while is lost, the search
 part a frame.
 
 On every frame, each known face is refined from where it was: its last box, moved half its last step on,
-goes through R-Net and FPNet alone (``FacePoseDetector.follow``: all faces in one batch, no pyramid, and
-no NMS between faces, so a face keeps its id when another crosses it). A face whose crop
-R-Net or FPNet no longer accepts is lost, and its track ends. Boxes, landmarks and rotations are
-smoothed by One Euro filters (``smoothing``), the rotation as a rotation.
+goes through FPNet alone (``FacePoseDetector.follow``: all faces in one batch, no pyramid, no R-Net, and
+no NMS between faces, so a face keeps its id when another crosses it). While that window moves less than
+``HOLD`` of its side, the crop is cut where it was: a still head is cut from the same pixels, so its pose
+does not jitter with its box. A face whose crop FPNet no longer accepts is lost, and its track ends.
+
+A new face is reported at once when its detection is sure (``SURE_SCORE``); a less sure one only once it has
+been followed ``CONFIRM_FRAMES`` frames with a mean score of ``CONFIRM_SCORE`` or more, and otherwise
+dropped: a false face that MTCNN finds now and then (a pattern on equipment) scores lower on the next frames
+than a face does. Boxes, landmarks and rotations are smoothed by One Euro filters (``smoothing``), the
+rotation as a rotation.
 """
 from __future__ import annotations
 
@@ -37,6 +43,12 @@ SEARCH_PARTS = 3  # a search for new faces is spread over this many frames of ea
 REVIVE_IOU = 0.3  # a new detection takes over a recently lost track it overlaps this much
 RESTART_AGE = 10  # a face followed this many frames and lost starts the search again at once
 VELOCITY_DAMPING = 0.5  # the next box is guessed half a step ahead: a full step overshoots when the box jitters
+# the velocity is a running mean of the box's steps (each weighted this much less than the one after): a raw step
+# swings the next window with the box's jitter, and a face cut by the frame's edge then rocks from frame to frame
+VELOCITY_SMOOTHING = 0.5
+HOLD = 0.05  # a followed face's crop is cut where it was while its window moves less than this share of its side
+SURE_SCORE = 0.99  # a new face detected this surely is reported at once
+CONFIRM_FRAMES, CONFIRM_SCORE = 3, 0.95  # a less sure one, once followed this many frames with this mean score
 
 
 @dataclass
@@ -51,9 +63,13 @@ class TrackedFace(Face):
 
 @dataclass
 class _Track:
-    track_id: int
+    track_id: int  # -1 until it is confirmed
     box: np.ndarray  # raw (unsmoothed) box of the last frame
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(4))
+    window: np.ndarray | None = None  # the square window its crop was cut from on the last frame
+    first_scores: list[float] = field(default_factory=list)  # its scores until it is confirmed
+    confirmed: bool = False  # reported (a sure detection, or followed long enough with a high enough score)
+    rejected: bool = False  # never confirmed: its track ends
     score: float = 0.0
     angle: float = 0.0  # the face's last in-plane angle (degrees): with any_rotation its crops are cut turned by it
     missed: int = 0  # frames since it was last seen (a lost track is still looked for where it should be now)
@@ -69,7 +85,7 @@ class FacePoseTracker:
     """Follows faces through a video: ``update(frame, timestamp) -> list[TrackedFace]``.
 
     It uses the detector's public steps only: ``prepare`` a frame, ``detections`` (the whole cascade) and
-    ``follow`` (known faces through R-Net and FPNet). With the detector's ``any_rotation``, the full detections
+    ``follow`` (known faces through FPNet alone). With the detector's ``any_rotation``, the full detections
     search every quarter turn and each followed face is cut turned by its last in-plane angle, so a head that
     rolls a full turn keeps its track.
 
@@ -112,7 +128,7 @@ class FacePoseTracker:
         dt = 0.0 if self._last_time is None else now - self._last_time
         self._last_time = now
         # faces followed for a while (3 frames or more) and lost in the last REFOLLOW_FRAMES are followed too, from
-        # where their motion takes them: one that R-Net or FPNet let slip for a frame or two (a small face, a fast
+        # where their motion takes them: one that FPNet let slip for a frame or two (a small face, a fast
         # turn) comes back with its id; a one-frame flicker (a false face at a full detection) is not kept alive
         recent = [(k, t) for k, t in self.lost if self.frame_index - k <= REFOLLOW_FRAMES and t.age >= 3]
         again = {id(t) for _, t in recent}
@@ -140,7 +156,9 @@ class FacePoseTracker:
             if (part := self._search_part()) is not None:
                 found = self._detect(image, found, part)
         self.frame_index += 1
-        return self._report(found, dt)
+        faces = self._report(found, dt)
+        self.tracks = [t for t in self.tracks if not t.rejected]
+        return faces
 
     def _parts(self) -> int:
         """Into how many frames a search is spread (1 with ``any_rotation``: its search runs whole)."""
@@ -165,7 +183,12 @@ class FacePoseTracker:
         last = torch.tensor(np.stack([t.box + t.missed * t.velocity for t in self.tracks]), dtype=torch.float32)
         guess = square(torch.tensor(np.stack([t.box + (t.missed + VELOCITY_DAMPING) * t.velocity for t in self.tracks]),
                                     dtype=torch.float32))
-        # each face is cut turned by its last in-plane angle, so R-Net and FPNet see it upright: always with
+        for k, t in enumerate(self.tracks):  # a window that moved less than HOLD of its side is cut where it was
+            g = guess[k].numpy()
+            if t.window is not None and not t.missed and np.abs(g - t.window).max() < HOLD * (g[2] - g[0]):
+                guess[k] = torch.from_numpy(t.window)
+            t.window = guess[k].numpy().copy()
+        # each face is cut turned by its last in-plane angle, so FPNet sees it upright: always with
         # any_rotation, and whenever a face leans more than a detection would read as it is (RECUT_LEAN), which
         # spares the detection's second, turned crop (PCN's idea)
         turn = self.detector.config.any_rotation or any(abs(t.angle) > RECUT_LEAN for t in self.tracks)
@@ -192,14 +215,14 @@ class FacePoseTracker:
         for k in range(len(d.boxes)):
             if overlap is not None and overlap[k] > KNOWN_IOU:
                 continue
-            self.tracks.append(self._revive(d.boxes[k]) or _Track(next(self._ids), d.boxes[k].numpy().astype(np.float64)))
+            self.tracks.append(self._revive(d.boxes[k]) or _Track(-1, d.boxes[k].numpy().astype(np.float64)))
             found[len(self.tracks) - 1] = (d.boxes[k], d.scores[k], d.landmarks[k],
                                            d.rotations[k] if d.rotations.numel() else None)
         return found
 
     def _revive(self, box: torch.Tensor) -> _Track | None:
         """The recently lost track whose predicted box this detection overlaps most (IoU above 0.3), if any:
-        a face that R-Net or FPNet let slip for a frame keeps its id."""
+        a face that FPNet let slip for a frame keeps its id."""
         if not self.lost:
             return None
         where = lambda moved: torch.tensor(np.stack([t.box + moved * t.velocity * (self.frame_index - k)  # noqa: E731
@@ -212,17 +235,33 @@ class FacePoseTracker:
         track.score = 0.0  # no velocity across the gap
         return track
 
+    def _confirm(self, track: _Track) -> bool:
+        """Whether a track is reported: a sure detection at once, a less sure one once followed ``CONFIRM_FRAMES``
+        frames with a mean score of ``CONFIRM_SCORE`` or more (its id is given then); one that fails is rejected."""
+        if not track.confirmed:
+            track.first_scores.append(track.score)
+            sure = track.first_scores[0] >= SURE_SCORE
+            if sure or len(track.first_scores) >= CONFIRM_FRAMES:
+                track.confirmed = sure or float(np.mean(track.first_scores)) >= CONFIRM_SCORE
+                track.rejected = not track.confirmed
+            if track.confirmed:
+                track.track_id = next(self._ids)
+        return track.confirmed
+
     def _report(self, found: dict[int, tuple], dt: float) -> list[TrackedFace]:
         faces = []
         for i, (box, score, marks, rotation) in found.items():
             track = self.tracks[i]
             box = box.cpu().numpy().astype(np.float64)
-            track.velocity = (box - track.box) / (track.missed + 1) if track.score else np.zeros(4)
+            step = (box - track.box) / (track.missed + 1) if track.score else np.zeros(4)
+            track.velocity = VELOCITY_SMOOTHING * track.velocity + (1 - VELOCITY_SMOOTHING) * step if track.score else step
             track.box, track.score, track.age, track.missed = box, float(score), track.age + 1, 0
             marks = marks.cpu().numpy().astype(np.float64).reshape(-1)
             r = None if rotation is None or not self.detector.pose_available else rotation.cpu().numpy().astype(np.float64)
             if r is not None:
                 track.angle = float(in_plane_angle(torch.from_numpy(r)))
+            if not self._confirm(track):
+                continue
             if self.smooth:
                 box, marks = track.box_filter(box, dt), track.marks_filter(marks, dt)
                 r = track.rotation_filter(r, dt) if r is not None else None
