@@ -103,18 +103,22 @@ def start_server(port: int | None = None, temp: Path | None = None, args: list[s
     raise RuntimeError(f"app.py did not answer within {wait_s:.0f} s: {log.read_text()}")
 
 
-def write_y4m(path: Path, image: Image.Image, frames: int = 20, size=(640, 480)) -> None:
-    """A short raw video of a still photo, for Chromium's fake camera."""
+def write_y4m(path: Path, image: Image.Image, frames: int = 20, size=(640, 480), noise: float = 2.0) -> None:
+    """A short raw video of a still photo, for Chromium's fake camera, each frame with fresh pixel noise (sigma
+    ``noise``) as a camera's sensor gives it: identical frames would come back as identical annotated images,
+    which a page that counts the images it receives cannot tell apart."""
     rgb = np.asarray(image.convert("RGB").resize(size), dtype=np.float32)
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    y = 0.299 * r + 0.587 * g + 0.114 * b
-    u = (b - y) * 0.564 + 128
-    v = (r - y) * 0.713 + 128
+    rng = np.random.default_rng(0)
     sub = lambda c: c.reshape(size[1] // 2, 2, size[0] // 2, 2).mean((1, 3))  # noqa: E731
-    planes = b"".join(np.clip(p, 0, 255).astype(np.uint8).tobytes() for p in (y, sub(u), sub(v)))
     with open(path, "wb") as f:
         f.write(f"YUV4MPEG2 W{size[0]} H{size[1]} F10:1 Ip A1:1 C420jpeg\n".encode())
         for _ in range(frames):
+            noisy = rgb + rng.normal(0, noise, rgb.shape).astype(np.float32)
+            r, g, b = noisy[..., 0], noisy[..., 1], noisy[..., 2]
+            y = 0.299 * r + 0.587 * g + 0.114 * b
+            u = (b - y) * 0.564 + 128
+            v = (r - y) * 0.713 + 128
+            planes = b"".join(np.clip(p, 0, 255).astype(np.uint8).tobytes() for p in (y, sub(u), sub(v)))
             f.write(b"FRAME\n" + planes)
 
 
