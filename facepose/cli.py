@@ -13,6 +13,7 @@ from . import __version__
 from .batch import JSONL_NAME, RUN_NAME, Job, ResultLog, plan, read_results, run_local
 from .config import FIELD_HELP, DetectorConfig
 from .hub import write_config
+from .tracker import CONFIRM_FRAMES, CONFIRM_SCORE, SURE_SCORE
 from .weights import WeightsError
 
 __all__ = ["main", "build_parser", "add_detector_options", "config_from_args"]
@@ -132,11 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Track the faces of the video IN and write OUT: the annotated video (same size and "
                        "frame rate, the audio kept) and OUT's stem + .jsonl, one line per frame: {frame, time, faces: "
                        "[{track_id, box, score, landmarks, rotation, yaw, pitch, roll}]}. Known faces are followed "
-                       "from frame to frame; new ones are searched for once every N frames.")
+                       "from frame to frame; new ones are searched for once every N frames and reported once sure "
+                       f"(a detection scoring {SURE_SCORE}, or a face followed {CONFIRM_FRAMES} frames at a mean "
+                       f"score of {CONFIRM_SCORE}).")
     v.add_argument("input", metavar="IN", help="a video file (anything FFmpeg reads)")
     v.add_argument("output", metavar="OUT", help="the annotated video to write (.mp4, .mkv, ...)")
     v.add_argument("--every", type=int, default=30, help="search for new faces once every N frames, spread over three of them "
-                   "(default: 30: within a second at 30 frames/s; again at once when a face is lost, and a part on every "
+                   "(default: 30: within a second at 30 frames/s; again at once when a face followed for a while is lost, and a part on every "
                    "frame while no face is known)")
     v.add_argument("--no-smooth", action="store_true", help="no smoothing of boxes, landmarks and pose")
     add_detector_options(v)
