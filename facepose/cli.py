@@ -139,8 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("input", metavar="IN", help="a video file (anything FFmpeg reads)")
     v.add_argument("output", metavar="OUT", help="the annotated video to write (.mp4, .mkv, ...)")
     v.add_argument("--every", type=int, default=30, help="search for new faces once every N frames, spread over three of them "
-                   "(default: 30: within a second at 30 frames/s; again at once when a face followed for a while is lost, and a part on every "
-                   "frame while no face is known)")
+                   "(default: 30: within a second at 30 frames/s; again at once when a face followed for a while is lost, "
+                   "and a part on every frame while no face is known)")
     v.add_argument("--no-smooth", action="store_true", help="no smoothing of boxes, landmarks and pose")
     add_detector_options(v)
     v.add_argument("--overwrite", action="store_true", help="replace OUT and its .jsonl if they exist")
