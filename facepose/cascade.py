@@ -400,7 +400,7 @@ def follow(nets: CascadeNets, image: torch.Tensor, boxes: torch.Tensor, config: 
         crops, valid = padded_crops(image, boxes, 48)
     else:
         crops, valid = turned_crops(image, boxes, angles, 48)
-    index, moved = index[valid], boxes[valid]
+    index, windows = index[valid], boxes[valid]
     if not len(index):
         return index, Detections.empty(boxes.float(), nets.fpnet.has_rotation)
     crops = normalize(crops, inplace=True)
@@ -409,7 +409,7 @@ def follow(nets: CascadeNets, image: torch.Tensor, boxes: torch.Tensor, config: 
     features = fpnet.features(torch.cat((crops, crops.flip(-1))) if flip else crops)
     n = len(crops)
     own = select_rows(features, slice(0, n)) if flip else features
-    scores, found, marks = decode_last_stage(fpnet.detection(own), moved)
+    scores, found, marks = decode_last_stage(fpnet.detection(own), windows)
     stays = scores > config.fpnet_threshold
     if not fpnet.has_rotation:
         rotations = scores.new_zeros(int(stays.sum()), 0, 0)
@@ -426,7 +426,7 @@ def follow(nets: CascadeNets, image: torch.Tensor, boxes: torch.Tensor, config: 
                                      rotations, flip)
     if angles is not None:  # from the turned crops back into the image
         turn = angles[index]
-        found = _turned_back(found, moved, turn)
-        marks = turn_about(marks, (moved[:, :2] + moved[:, 2:]) / 2, turn)
+        found = _turned_back(found, windows, turn)
+        marks = turn_about(marks, (windows[:, :2] + windows[:, 2:]) / 2, turn)
         rotations = turn_rotations(rotations, -turn[stays]) if rotations.numel() else rotations
     return index[stays], Detections(found[stays], scores[stays], marks[stays], rotations)

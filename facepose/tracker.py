@@ -69,7 +69,6 @@ class _Track:
     window: np.ndarray | None = None  # the square window its crop was cut from on the last frame
     first_scores: list[float] = field(default_factory=list)  # its scores until it is confirmed
     confirmed: bool = False  # reported (a sure detection, or followed long enough with a high enough score)
-    rejected: bool = False  # never confirmed: its track ends
     score: float = 0.0
     angle: float = 0.0  # the face's last in-plane angle (degrees): with any_rotation its crops are cut turned by it
     missed: int = 0  # frames since it was last seen (a lost track is still looked for where it should be now)
@@ -79,6 +78,11 @@ class _Track:
     # a still head smoothed at 0.5 Hz; a turn raises the cutoff within a frame (its speed followed at 5 Hz)
     rotation_filter: OneEuroRotation = field(
         default_factory=lambda: OneEuroRotation(min_cutoff=0.5, beta=2.0, d_cutoff=5.0))
+
+    @property
+    def rejected(self) -> bool:
+        """Followed ``CONFIRM_FRAMES`` frames and never confirmed: its track ends."""
+        return not self.confirmed and len(self.first_scores) >= CONFIRM_FRAMES
 
 
 class FacePoseTracker:
@@ -243,7 +247,6 @@ class FacePoseTracker:
             sure = track.first_scores[0] >= SURE_SCORE
             if sure or len(track.first_scores) >= CONFIRM_FRAMES:
                 track.confirmed = sure or float(np.mean(track.first_scores)) >= CONFIRM_SCORE
-                track.rejected = not track.confirmed
             if track.confirmed:
                 track.track_id = next(self._ids)
         return track.confirmed
@@ -253,8 +256,11 @@ class FacePoseTracker:
         for i, (box, score, marks, rotation) in found.items():
             track = self.tracks[i]
             box = box.cpu().numpy().astype(np.float64)
-            step = (box - track.box) / (track.missed + 1) if track.score else np.zeros(4)
-            track.velocity = VELOCITY_SMOOTHING * track.velocity + (1 - VELOCITY_SMOOTHING) * step if track.score else step
+            if track.score:  # a running mean of its steps (none across a gap: ``_revive``)
+                step = (box - track.box) / (track.missed + 1)
+                track.velocity = VELOCITY_SMOOTHING * track.velocity + (1 - VELOCITY_SMOOTHING) * step
+            else:
+                track.velocity = np.zeros(4)
             track.box, track.score, track.age, track.missed = box, float(score), track.age + 1, 0
             marks = marks.cpu().numpy().astype(np.float64).reshape(-1)
             r = None if rotation is None or not self.detector.pose_available else rotation.cpu().numpy().astype(np.float64)
