@@ -1,20 +1,20 @@
 """Box geometry: IoU, non-maximum suppression, regression offsets, squaring.
 
-Boxes are ``(N, 4)`` float tensors ``(x1, y1, x2, y2)`` in pixels. ``box_overlap`` also takes numpy arrays:
-NMS runs its overlaps and its greedy pass in numpy, where an operation on the few hundred boxes of a
-pyramid level costs a microsecond instead of torch's ten (the same float arithmetic, so the same boxes).
+Boxes are ``(N, 4)`` float torch tensors or numpy arrays ``(x1, y1, x2, y2)`` in pixels (each function
+returns the kind it is given, in its dtype). NMS runs its overlaps and its greedy pass in numpy, where an
+operation on the few hundred boxes of a pyramid level costs a microsecond instead of torch's ten (the same float
+arithmetic, so the same boxes).
 """
 from __future__ import annotations
-
-from typing import TypeVar
 
 import numpy as np
 import torch
 
+from .arrays import Array as Boxes
+from .arrays import at_least as _at_least
+from .arrays import namespace
+
 __all__ = ["box_area", "box_overlap", "nms", "apply_offsets", "square"]
-
-
-Boxes = TypeVar("Boxes", torch.Tensor, np.ndarray)
 
 
 def box_area(boxes: Boxes, plus_one: bool = False) -> Boxes:
@@ -33,7 +33,7 @@ def _overlap(a: Boxes, b: Boxes, mode: str, plus_one: bool) -> Boxes:
     """The overlap of boxes given as coordinate stacks ``(4, ...)``, broadcast against each other."""
     if mode not in ("union", "min"):
         raise ValueError(f"mode must be 'union' or 'min', not {mode!r}")
-    xp = np if isinstance(a, np.ndarray) else torch
+    xp = namespace(a)
     one = 1.0 if plus_one else 0.0
     w = _at_least(xp.minimum(a[2], b[2]) - xp.maximum(a[0], b[0]) + one, 0.0)
     h = _at_least(xp.minimum(a[3], b[3]) - xp.maximum(a[1], b[1]) + one, 0.0)
@@ -45,11 +45,6 @@ def _overlap(a: Boxes, b: Boxes, mode: str, plus_one: bool) -> Boxes:
     else:
         denom = area_a + area_b - inter
     return inter / _at_least(denom, 1e-12)
-
-
-def _at_least(x: Boxes, low: float) -> Boxes:
-    """``max(x, low)`` elementwise, in ``x``'s dtype (``np.clip`` costs ten times more on small arrays)."""
-    return np.maximum(x, low) if isinstance(x, np.ndarray) else x.clamp_min(low)
 
 
 def nms(boxes: Boxes, scores: Boxes, threshold: float, mode: str = "union", plus_one: bool = False,
@@ -128,19 +123,20 @@ def _greedy(n: int, first: np.ndarray, second: np.ndarray) -> np.ndarray:
     return np.array(keep, dtype=np.int64)
 
 
-def apply_offsets(boxes: torch.Tensor, offsets: torch.Tensor, plus_one: bool = True) -> torch.Tensor:
+def apply_offsets(boxes: Boxes, offsets: Boxes, plus_one: bool = True) -> Boxes:
     """MTCNN box regression: move each corner by ``offset * box size``. ``(N, 4), (N, 4) -> (N, 4)``."""
     one = 1.0 if plus_one else 0.0
     w = boxes[:, 2] - boxes[:, 0] + one
     h = boxes[:, 3] - boxes[:, 1] + one
-    return boxes + offsets * torch.stack((w, h, w, h), dim=1)
+    return boxes + offsets * namespace(boxes).stack((w, h, w, h), axis=1)
 
 
-def square(boxes: torch.Tensor) -> torch.Tensor:
+def square(boxes: Boxes) -> Boxes:
     """Grow each box to a square of its longer side around the same centre. ``(N, 4) -> (N, 4)``."""
+    xp = namespace(boxes)
     w = boxes[:, 2] - boxes[:, 0]
     h = boxes[:, 3] - boxes[:, 1]
-    side = torch.maximum(w, h)
+    side = xp.maximum(w, h)
     x1 = boxes[:, 0] + (w - side) * 0.5
     y1 = boxes[:, 1] + (h - side) * 0.5
-    return torch.stack((x1, y1, x1 + side, y1 + side), dim=1)
+    return xp.stack((x1, y1, x1 + side, y1 + side), axis=1)

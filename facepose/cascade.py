@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .arrays import Array, namespace
 from .boxes import apply_offsets, box_overlap, nms, square
 from .config import DetectorConfig
 from .crops import cut_crops, integral_image, padded_crops, turn_about, turned_crops
@@ -24,7 +25,8 @@ from .rotation import matrix_to_sixd, mirror_matrix, sixd_to_matrix, turn_rotati
 
 __all__ = ["STAGES", "Proposals", "Detections", "CascadeRun", "normalize", "pyramid_levels", "propose",
            "propose_levels", "pyramid_part", "decode_level", "merge_levels", "refine", "last_stage_input", "finish", "finish_crops",
-           "decode_last_stage", "flip_averaged", "mean_with_mirrored", "mean_lean", "upright_pose", "run_cascade", "follow"]
+           "decode_last_stage", "place_in_image",
+           "flip_averaged", "mean_with_mirrored", "mean_lean", "upright_pose", "run_cascade", "follow"]
 
 STRIDE, CELL = 2, 12  # P-Net sees a 12x12 window every 2 pixels
 STAGES = ("pnet", "rnet", "fpnet")  # the order they run in; ``run_cascade(until=...)`` stops after any
@@ -297,10 +299,15 @@ def upright_pose(fpnet: ONet, image: torch.Tensor, boxes: torch.Tensor, leans: t
 def decode_last_stage(out, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """FPNet's (or O-Net's) output for the crops of ``boxes (N, 4)`` -> face probability ``(N,)``, the
     regressed boxes ``(N, 4)`` and the landmarks ``(N, 5, 2)`` in image pixels."""
-    scores = face_probability(out.face_logits)
+    return (face_probability(out.face_logits), *place_in_image(out.box, out.landmarks, boxes))
+
+
+def place_in_image(offsets: Array, landmarks: Array, boxes: Array) -> tuple[Array, Array]:
+    """The last stage's box offsets ``(N, 4)`` and landmarks ``(N, 10)`` (x then y, in units of the crop) for the
+    crops of ``boxes (N, 4)`` -> the regressed boxes ``(N, 4)`` and the landmarks ``(N, 5, 2)`` in image pixels."""
     size = (boxes[:, 2:] - boxes[:, :2] + 1)[:, None, :]
-    marks = out.landmarks.reshape(-1, 2, 5).transpose(1, 2) * size + boxes[:, None, :2] - 1
-    return scores, apply_offsets(boxes, out.box), marks
+    marks = landmarks.reshape(-1, 2, 5).swapaxes(1, 2) * size + boxes[:, None, :2] - 1
+    return apply_offsets(boxes, offsets), marks
 
 
 def flip_averaged(fpnet: ONet, crops: torch.Tensor, sixd: torch.Tensor) -> torch.Tensor:
@@ -309,7 +316,7 @@ def flip_averaged(fpnet: ONet, crops: torch.Tensor, sixd: torch.Tensor) -> torch
     return mean_with_mirrored(sixd, fpnet(crops.flip(-1)).sixd)
 
 
-def mean_with_mirrored(sixd: torch.Tensor, sixd_of_mirrored: torch.Tensor) -> torch.Tensor:
+def mean_with_mirrored(sixd: Array, sixd_of_mirrored: Array) -> Array:
     """``(N, 3, 3)``: the mean of the rotations ``sixd (N, 6)`` and the mirror images of ``sixd_of_mirrored
     (N, 6)``, what FPNet sees in the mirrored crops."""
     mirrored = mirror_matrix(sixd_to_matrix(sixd_of_mirrored))
@@ -366,16 +373,17 @@ def run_cascade(nets: CascadeNets, image: torch.Tensor, config: DetectorConfig, 
     return run
 
 
-def _turned_back(boxes: torch.Tensor, around: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+def _turned_back(boxes: Array, around: Array, angles: Array) -> Array:
     """Boxes found in crops of the boxes ``around`` turned by ``angles`` (as if those crops were upright) ->
     image boxes of the same size whose centres are turned back about the crops' centres."""
     centre = turn_about(((boxes[:, :2] + boxes[:, 2:]) / 2)[:, None], (around[:, :2] + around[:, 2:]) / 2, angles)[:, 0]
     half = (boxes[:, 2:] - boxes[:, :2]) / 2
-    return torch.cat((centre - half, centre + half), 1)
+    return namespace(boxes).concatenate((centre - half, centre + half), axis=1)
 
 
 def follow(nets: CascadeNets, image: torch.Tensor, boxes: torch.Tensor, config: DetectorConfig,
-           flip_pose: bool | None = None, angles: torch.Tensor | None = None) -> tuple[torch.Tensor, Detections]:
+           flip_pose: bool | None = None, angles: torch.Tensor | None = None,
+           corrections: torch.Tensor | None = None) -> tuple[torch.Tensor, Detections, torch.Tensor | None]:
     """Stage 3 alone on known faces, without P-Net, R-Net or NMS between them (a tracker's frame).
 
     Each of ``boxes (N, 4)`` (square windows where the faces are expected in the ``(1, 3, H, W)`` image, a
@@ -391,42 +399,62 @@ def follow(nets: CascadeNets, image: torch.Tensor, boxes: torch.Tensor, config: 
     then cut turned by it (``crops.turned_crops``) so that FPNet sees the face upright (PCN's idea), and its
     box, landmarks and rotation are turned back into the image. ``None``: upright crops.
 
+    ``corrections (N, 3, 3)``: each face's mirror correction measured on an earlier frame (returned by a call
+    with the mirrored pass): this call skips the mirrored crops and reads each rotation from the crop alone,
+    corrected by it (``R corrections``). A head moves little between frames, and the flip average's change to
+    its rotation less (a degree or two, FPNet's left-right bias): a tracker pays for the mirrored pass on some
+    frames only.
+
     Returns:
-        the indices ``(K,)`` of the boxes whose face is still there, and their ``Detections``.
+        the indices ``(K,)`` of the boxes whose face is still there, their ``Detections``, and, after a mirrored
+        pass, each of those faces' mirror correction ``(K, 3, 3)``: ``Rc^T Ra``, from the rotation read from the
+        crop alone ``Rc`` to the flip average ``Ra`` (in the head's frame, so it holds at any turn of the crop);
+        ``None`` without a mirrored pass.
     """
-    flip = (config.flip_pose if flip_pose is None else flip_pose) and nets.fpnet.has_rotation
-    index = torch.arange(len(boxes), device=boxes.device)
+    flip = (config.flip_pose if flip_pose is None else flip_pose) and nets.fpnet.has_rotation and corrections is None
+    device = boxes.device
     if angles is None:
         crops, valid = padded_crops(image, boxes, 48)
     else:
         crops, valid = turned_crops(image, boxes, angles, 48)
-    index, windows = index[valid], boxes[valid]
+    valid = valid.detach().cpu().numpy()
+    index = np.nonzero(valid)[0]
     if not len(index):
-        return index, Detections.empty(boxes.float(), nets.fpnet.has_rotation)
+        return torch.from_numpy(index).to(device), Detections.empty(boxes.float(), nets.fpnet.has_rotation), None
+    windows = boxes.detach().cpu().numpy()[valid]
     crops = normalize(crops, inplace=True)
     fpnet = nets.fpnet
     # on a few crops, one call with the mirrored ones costs about what each of two separate calls does
     features = fpnet.features(torch.cat((crops, crops.flip(-1))) if flip else crops)
     n = len(crops)
-    own = select_rows(features, slice(0, n)) if flip else features
-    scores, found, marks = decode_last_stage(fpnet.detection(own), windows)
+    out = fpnet.detection(select_rows(features, slice(0, n)) if flip else features)
+    # from here on a few numbers per face: numpy (``arrays``)
+    scores = face_probability(out.face_logits).detach().cpu().numpy()
+    found, marks = place_in_image(out.box.detach().cpu().numpy(), out.landmarks.detach().cpu().numpy(), windows)
     stays = scores > config.fpnet_threshold
-    if not fpnet.has_rotation:
-        rotations = scores.new_zeros(int(stays.sum()), 0, 0)
-    else:
-        kept = torch.nonzero(stays).flatten()
-        rows = torch.cat((kept, kept + n)) if flip else kept
-        both = select_rows(features, rows)
-        sixd = fpnet.rotation_6d(both)
+    kept = np.nonzero(stays)[0]
+    rotations, measured = np.zeros((len(kept), 0, 0), np.float32), None
+    if fpnet.has_rotation:
+        both = select_rows(features, torch.from_numpy(np.concatenate((kept, kept + n)) if flip else kept).to(device))
+        sixd = fpnet.rotation_6d(both).detach().cpu().numpy()
         k = len(kept)
-        rotations = mean_with_mirrored(sixd[:k], sixd[k:]) if flip else sixd_to_matrix(sixd)
+        rotations = sixd_to_matrix(sixd[:k])
+        if flip:
+            averaged = mean_with_mirrored(sixd[:k], sixd[k:])
+            rotations, measured = averaged, rotations.swapaxes(-1, -2) @ averaged
+        elif corrections is not None:
+            rotations = rotations @ corrections.detach().cpu().numpy().astype(np.float32)[index[kept]]
         if angles is None and fpnet.has_orientation and k:  # as ``finish_crops``: a leaning face is read upright
             lean = fpnet.in_plane(both)
-            rotations = upright_pose(fpnet, image, found[kept], mean_lean(lean[:k], lean[k:]) if flip else lean,
-                                     rotations, flip)
+            lean = mean_lean(lean[:k], lean[k:]) if flip else lean
+            if bool((lean.abs() > RECUT_LEAN).any()):
+                rotations = upright_pose(fpnet, image, torch.from_numpy(found[kept]).to(device), lean,
+                                         torch.from_numpy(rotations).to(device), flip).detach().cpu().numpy()
     if angles is not None:  # from the turned crops back into the image
-        turn = angles[index]
+        turn = angles.detach().cpu().numpy().astype(np.float32)[index]
         found = _turned_back(found, windows, turn)
         marks = turn_about(marks, (windows[:, :2] + windows[:, 2:]) / 2, turn)
-        rotations = turn_rotations(rotations, -turn[stays]) if rotations.numel() else rotations
-    return index[stays], Detections(found[stays], scores[stays], marks[stays], rotations)
+        rotations = turn_rotations(rotations, -turn[stays]) if rotations.size else rotations
+    tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)  # noqa: E731
+    return (tensor(index[stays]), Detections(tensor(found[stays]), tensor(scores[stays]), tensor(marks[stays]), tensor(rotations)),
+            None if measured is None else tensor(measured))

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .arrays import Array, namespace
+
 __all__ = ["integral_image", "area_bins", "crop_windows", "crop_resize", "cut_crops", "padded_crops", "CONTEXT", "grown",
            "rotate_crops", "turned_crops", "turn_about", "crops_to_uint8"]
 
@@ -136,10 +138,10 @@ def padded_crops(image: torch.Tensor, boxes: torch.Tensor, size: int) -> tuple[t
 CONTEXT = 1.5  # a turned crop is cut from the box grown this much: room for any turn of the box (sqrt 2) and a shift
 
 
-def grown(boxes: torch.Tensor, factor: float) -> torch.Tensor:
+def grown(boxes: Array, factor: float) -> Array:
     """``(N, 4)`` boxes grown ``factor`` times about their centres."""
     centre, half = (boxes[:, :2] + boxes[:, 2:]) / 2, (boxes[:, 2:] - boxes[:, :2]) / 2 * factor
-    return torch.cat((centre - half, centre + half), 1)
+    return namespace(boxes).concatenate((centre - half, centre + half), axis=1)
 
 
 def rotate_crops(context: torch.Tensor, angles: torch.Tensor, size: int, scale: torch.Tensor | None = None,
@@ -160,15 +162,15 @@ def rotate_crops(context: torch.Tensor, angles: torch.Tensor, size: int, scale: 
     n = len(context)
     if n == 0:
         return context.new_zeros(0, context.shape[1], size, size, dtype=torch.float32)
-    t = torch.deg2rad(angles.to(torch.float32).cpu())
-    c, s = torch.cos(t), torch.sin(t)
-    k = size / context.shape[-1] * (scale.cpu() if scale is not None else torch.ones(n))
-    theta = torch.zeros(n, 2, 3)
+    t = np.deg2rad(angles.cpu().numpy().astype(np.float32))  # a few numbers: numpy
+    c, s = np.cos(t), np.sin(t)
+    k = np.float32(size / context.shape[-1]) * (scale.cpu().numpy() if scale is not None else np.ones(n, np.float32))
+    theta = np.zeros((n, 2, 3), np.float32)
     # the output point p (x right, y down) samples the context at M p: M turns the picture counter-clockwise
     theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = k * c, -k * s, k * s, k * c
     if shift is not None:
-        theta[:, :, 2] = size / context.shape[-1] * shift.cpu()
-    grid = F.affine_grid(theta, [n, context.shape[1], size, size], align_corners=False).to(context.device)
+        theta[:, :, 2] = np.float32(size / context.shape[-1]) * shift.cpu().numpy()
+    grid = F.affine_grid(torch.from_numpy(theta), [n, context.shape[1], size, size], align_corners=False).to(context.device)
     return F.grid_sample(context.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
@@ -181,20 +183,21 @@ def turned_crops(image: torch.Tensor, boxes: torch.Tensor, angles: torch.Tensor,
     return rotate_crops(context, angles[valid], size), valid
 
 
-def turn_about(points: torch.Tensor, centres: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+def turn_about(points: Array, centres: Array, angles: Array) -> Array:
     """Points ``(N, ..., 2)`` (x, y in pixels) found in crops turned by ``angles (N,)`` about ``centres (N, 2)``
     (``turned_crops``), at the crop's scale, as if the crop had not been turned -> the same points in the image.
 
     >>> turn_about(torch.tensor([[[10.0, 0.0]]]), torch.zeros(1, 2), torch.tensor([90.0])).round().abs().tolist()
     [[[0.0, 10.0]]]
     """
-    t = torch.deg2rad(angles.to(points.dtype))
-    c, s = torch.cos(t), torch.sin(t)
-    shape = (-1,) + (1,) * (points.dim() - 2)
+    xp = namespace(points)
+    t = xp.deg2rad(angles.astype(points.dtype) if xp is np else angles.to(points.dtype))
+    c, s = xp.cos(t), xp.sin(t)
+    shape = (-1,) + (1,) * (points.ndim - 2)
     c, s = c.reshape(shape), s.reshape(shape)
-    centres = centres.reshape(centres.shape[:1] + (1,) * (points.dim() - 2) + (2,))
+    centres = centres.reshape(centres.shape[:1] + (1,) * (points.ndim - 2) + (2,))
     d = points - centres
-    return centres + torch.stack((c * d[..., 0] - s * d[..., 1], s * d[..., 0] + c * d[..., 1]), -1)
+    return centres + xp.stack((c * d[..., 0] - s * d[..., 1], s * d[..., 0] + c * d[..., 1]), axis=-1)
 
 
 def crops_to_uint8(crops: torch.Tensor) -> torch.Tensor:

@@ -11,13 +11,18 @@ Convention (used everywhere in FacePose):
   ``R = Rx(-pitch) @ Ry(-yaw) @ Rz(-roll)`` with right-handed elementary rotations. This is the
   rotation 3DDFA fitted for AFLW2000's ``Pose_Para``; 6DRepNet's ``get_R`` is its transpose.
 
-All functions are pure and batched over any leading dimensions ``(...)``.
+All functions are pure and batched over any leading dimensions ``(...)``. The conversions a tracker needs on
+each frame (6D to matrix and back, mirroring, turning, the in-plane angle, Euler angles) take numpy arrays as
+well as torch tensors and return the kind they are given.
 """
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
+
+from .arrays import Array, at_least, cross, namespace, norm
 
 __all__ = [
     "sixd_to_matrix",
@@ -33,7 +38,7 @@ __all__ = [
 ]
 
 
-def sixd_to_matrix(sixd: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+def sixd_to_matrix(sixd: Array, eps: float = 1e-8) -> Array:
     """Gram-Schmidt the 6D representation (Zhou et al. 2019, 6DRepNet) into a rotation matrix.
 
     Args:
@@ -49,14 +54,14 @@ def sixd_to_matrix(sixd: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
             [0., 0., 1.]])
     """
     a1, a2 = sixd[..., :3], sixd[..., 3:6]
-    b1 = a1 / a1.norm(dim=-1, keepdim=True).clamp_min(eps)
-    b3 = torch.linalg.cross(b1, a2, dim=-1)
-    b3 = b3 / b3.norm(dim=-1, keepdim=True).clamp_min(eps)
-    b2 = torch.linalg.cross(b3, b1, dim=-1)
-    return torch.stack((b1, b2, b3), dim=-1)
+    b1 = a1 / at_least(norm(a1), eps)
+    b3 = cross(b1, a2)
+    b3 = b3 / at_least(norm(b3), eps)
+    b2 = cross(b3, b1)
+    return namespace(sixd).stack((b1, b2, b3), axis=-1)
 
 
-def matrix_to_sixd(rotation: torch.Tensor) -> torch.Tensor:
+def matrix_to_sixd(rotation: Array) -> Array:
     """The 6D representation of rotations: the first two columns.
 
     Args:
@@ -68,20 +73,21 @@ def matrix_to_sixd(rotation: torch.Tensor) -> torch.Tensor:
     >>> torch.allclose(sixd_to_matrix(matrix_to_sixd(r)), r, atol=1e-6)
     True
     """
-    return torch.cat((rotation[..., :, 0], rotation[..., :, 1]), dim=-1)
+    return namespace(rotation).concatenate((rotation[..., :, 0], rotation[..., :, 1]), axis=-1)
 
 
-def _elementary(axis: int, angle: torch.Tensor) -> torch.Tensor:
+def _elementary(axis: int, angle: Array) -> Array:
     """Right-handed rotation by ``angle`` (radians, ``(...)``) about axis 0, 1 or 2: ``(..., 3, 3)``."""
-    c, s = torch.cos(angle), torch.sin(angle)
-    one, zero = torch.ones_like(angle), torch.zeros_like(angle)
+    xp = namespace(angle)
+    c, s = xp.cos(angle), xp.sin(angle)
+    one, zero = xp.ones_like(angle), xp.zeros_like(angle)
     if axis == 0:
         rows = ((one, zero, zero), (zero, c, -s), (zero, s, c))
     elif axis == 1:
         rows = ((c, zero, s), (zero, one, zero), (-s, zero, c))
     else:
         rows = ((c, -s, zero), (s, c, zero), (zero, zero, one))
-    return torch.stack([torch.stack(r, dim=-1) for r in rows], dim=-2)
+    return xp.stack([xp.stack(r, axis=-1) for r in rows], axis=-2)
 
 
 def euler_to_matrix(yaw: torch.Tensor, pitch: torch.Tensor, roll: torch.Tensor) -> torch.Tensor:
@@ -107,7 +113,7 @@ def euler_to_matrix(yaw: torch.Tensor, pitch: torch.Tensor, roll: torch.Tensor) 
     return _elementary(0, -pitch * d) @ _elementary(1, -yaw * d) @ _elementary(2, -roll * d)
 
 
-def matrix_to_euler(rotation: torch.Tensor) -> torch.Tensor:
+def matrix_to_euler(rotation: Array) -> Array:
     """Yaw, pitch, roll in degrees from rotation matrices; inverse of ``euler_to_matrix``.
 
     Args:
@@ -121,16 +127,16 @@ def matrix_to_euler(rotation: torch.Tensor) -> torch.Tensor:
     tensor([[ 30., -20.,  10.],
             [-75.,  40., -60.]], dtype=torch.float64)
     """
-    r = rotation
-    cos_yaw = torch.hypot(r[..., 1, 2], r[..., 2, 2])
-    yaw = -torch.atan2(r[..., 0, 2], cos_yaw)
-    pitch = torch.atan2(r[..., 1, 2], r[..., 2, 2])
-    roll = torch.atan2(r[..., 0, 1], r[..., 0, 0])
+    r, xp = rotation, namespace(rotation)
+    cos_yaw = xp.hypot(r[..., 1, 2], r[..., 2, 2])
+    yaw = -xp.arctan2(r[..., 0, 2], cos_yaw)
+    pitch = xp.arctan2(r[..., 1, 2], r[..., 2, 2])
+    roll = xp.arctan2(r[..., 0, 1], r[..., 0, 0])
     locked = cos_yaw < 1e-6
     if locked.any():  # pitch is not observable: set it to 0 and read roll from the other block
-        pitch = torch.where(locked, torch.zeros_like(pitch), pitch)
-        roll = torch.where(locked, torch.atan2(r[..., 1, 0], r[..., 1, 1]), roll)
-    return torch.stack((yaw, pitch, roll), dim=-1) * (180.0 / math.pi)
+        pitch = xp.where(locked, xp.zeros_like(pitch), pitch)
+        roll = xp.where(locked, xp.arctan2(r[..., 1, 0], r[..., 1, 1]), roll)
+    return xp.stack((yaw, pitch, roll), axis=-1) * (180.0 / math.pi)
 
 
 def geodesic_distance(r1: torch.Tensor, r2: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
@@ -150,10 +156,10 @@ def geodesic_distance(r1: torch.Tensor, r2: torch.Tensor, eps: float = 1e-7) -> 
     return torch.acos(((trace - 1) / 2).clamp(-1 + eps, 1 - eps))
 
 
-_MIRROR = torch.tensor([-1.0, 1.0, 1.0])
+_MIRROR = np.array([-1.0, 1.0, 1.0])
 
 
-def mirror_matrix(rotation: torch.Tensor) -> torch.Tensor:
+def mirror_matrix(rotation: Array) -> Array:
     """The rotation of the same head seen in the horizontally flipped image.
 
     Args:
@@ -165,7 +171,7 @@ def mirror_matrix(rotation: torch.Tensor) -> torch.Tensor:
     >>> matrix_to_euler(mirror_matrix(r)).round(decimals=4)
     tensor([-30., -20., -10.])
     """
-    m = _MIRROR.to(rotation)
+    m = _MIRROR.astype(rotation.dtype) if isinstance(rotation, np.ndarray) else torch.from_numpy(_MIRROR).to(rotation)
     return rotation * m[:, None] * m[None, :]
 
 
@@ -201,7 +207,7 @@ def mean_rotation(rotations: torch.Tensor, weights: torch.Tensor | None = None) 
     return (u * fix[..., None, :]) @ vt
 
 
-def turn_rotations(rotation: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+def turn_rotations(rotation: Array, angles: Array) -> Array:
     """Head rotations ``(N, 3, 3)`` -> the rotations of the same heads in the picture turned counter-clockwise
     (as displayed) by ``angles (N,)`` degrees: ``Rz(angle) R`` (z toward the viewer).
 
@@ -209,10 +215,12 @@ def turn_rotations(rotation: torch.Tensor, angles: torch.Tensor) -> torch.Tensor
     >>> [round(v) for v in r[0, :2, 0].tolist()]  # the head's x axis, right before, now points up
     [0, 1]
     """
+    if isinstance(rotation, np.ndarray):
+        return _elementary(2, np.deg2rad(np.asarray(angles, dtype=rotation.dtype))) @ rotation
     return _elementary(2, torch.deg2rad(angles.to(rotation.dtype))) @ rotation
 
 
-def in_plane_angle(rotation: torch.Tensor) -> torch.Tensor:
+def in_plane_angle(rotation: Array) -> Array:
     """``(..., 3, 3)`` -> ``(...)`` degrees in -180..180: how far the head's up axis, seen in the picture, leans
     clockwise from upright (0 upright, 180 upside down). Turning the picture counter-clockwise by it brings the
     head upright (``turn_rotations``); unlike the Euler roll it stays meaningful at any yaw.
@@ -220,4 +228,5 @@ def in_plane_angle(rotation: torch.Tensor) -> torch.Tensor:
     >>> float(in_plane_angle(euler_to_matrix(torch.tensor(0.0), torch.tensor(0.0), torch.tensor(30.0))).round())
     30.0
     """
-    return torch.rad2deg(torch.atan2(rotation[..., 0, 1], rotation[..., 1, 1]))
+    xp = namespace(rotation)
+    return xp.rad2deg(xp.arctan2(rotation[..., 0, 1], rotation[..., 1, 1]))

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from .boxes import box_overlap, square
-from .cascade import KNOWN_IOU, RECUT_LEAN
+from .cascade import KNOWN_IOU, RECUT_LEAN, Detections
 from .detector import Face, FacePoseDetector
 from .image import ImageInput
 from .rotation import in_plane_angle, matrix_to_euler
@@ -47,8 +47,21 @@ VELOCITY_DAMPING = 0.5  # the next box is guessed half a step ahead: a full step
 # swings the next window with the box's jitter, and a face cut by the frame's edge then rocks from frame to frame
 VELOCITY_SMOOTHING = 0.5
 HOLD = 0.05  # a followed face's crop is cut where it was while its window moves less than this share of its side
+# the mirrored pass of the flip average runs on one frame in this many (and on a face's first frame followed); the
+# frames between correct the crop's rotation by what it changed last (``cascade.follow``'s mirror corrections)
+MIRROR_EVERY = 3
 SURE_SCORE = 0.99  # a new face detected this surely is reported at once
 CONFIRM_FRAMES, CONFIRM_SCORE = 3, 0.95  # a less sure one, once followed this many frames with this mean score
+
+
+def _numpy(d: Detections) -> Detections:
+    """Detections as numpy arrays: a tracker works on a few numbers per face."""
+    return Detections(*(t.cpu().numpy() for t in (d.boxes, d.scores, d.landmarks, d.rotations)))
+
+
+def _face(d: Detections, k: int) -> tuple:
+    """The ``k``-th face of numpy ``Detections``: ``(box, score, landmarks, rotation or None)``."""
+    return d.boxes[k], d.scores[k], d.landmarks[k], d.rotations[k] if d.rotations.size else None
 
 
 @dataclass
@@ -71,6 +84,7 @@ class _Track:
     confirmed: bool = False  # reported (a sure detection, or followed long enough with a high enough score)
     score: float = 0.0
     angle: float = 0.0  # the face's last in-plane angle (degrees): with any_rotation its crops are cut turned by it
+    correction: np.ndarray | None = None  # its last mirror correction (3, 3), float32
     missed: int = 0  # frames since it was last seen (a lost track is still looked for where it should be now)
     age: int = 0  # frames it has been reported
     box_filter: OneEuro = field(default_factory=lambda: OneEuro(min_cutoff=1.0, beta=0.02))
@@ -184,54 +198,54 @@ class FacePoseTracker:
         away from its last one is lost."""
         if not self.tracks:
             return {}
-        last = torch.tensor(np.stack([t.box + t.missed * t.velocity for t in self.tracks]), dtype=torch.float32)
-        guess = square(torch.tensor(np.stack([t.box + (t.missed + VELOCITY_DAMPING) * t.velocity for t in self.tracks]),
-                                    dtype=torch.float32))
+        last = np.stack([t.box + t.missed * t.velocity for t in self.tracks]).astype(np.float32)
+        guess = square(np.stack([t.box + (t.missed + VELOCITY_DAMPING) * t.velocity for t in self.tracks]).astype(np.float32))
         for k, t in enumerate(self.tracks):  # a window that moved less than HOLD of its side is cut where it was
-            g = guess[k].numpy()
+            g = guess[k]
             if t.window is not None and not t.missed and np.abs(g - t.window).max() < HOLD * (g[2] - g[0]):
-                guess[k] = torch.from_numpy(t.window)
-            t.window = guess[k].numpy().copy()
+                guess[k] = t.window
+            t.window = guess[k].copy()
         # each face is cut turned by its last in-plane angle, so FPNet sees it upright: always with
         # any_rotation, and whenever a face leans more than a detection would read as it is (RECUT_LEAN), which
         # spares the detection's second, turned crop (PCN's idea)
         turn = self.detector.config.any_rotation or any(abs(t.angle) > RECUT_LEAN for t in self.tracks)
-        angles = torch.tensor([t.angle for t in self.tracks]) if turn else None
-        index, d = self.detector.follow(image, guess, angles)
-        index, d = index.cpu(), d.cpu()
-        stays = box_overlap(d.boxes, last[index]).diagonal() > MIN_STEP_IOU if len(index) else index.bool()
-        rotation = (lambda k: d.rotations[k]) if d.rotations.numel() else (lambda k: None)  # noqa: E731
-        return {int(index[k]): (d.boxes[k], d.scores[k], d.landmarks[k], rotation(k))
-                for k in torch.nonzero(stays).flatten().tolist()}
+        angles = torch.tensor([t.angle for t in self.tracks], dtype=torch.float32) if turn else None
+        mirror = self.frame_index % MIRROR_EVERY == 0 or any(t.correction is None for t in self.tracks)
+        corrections = None if mirror else torch.from_numpy(np.stack([t.correction for t in self.tracks]))
+        index, d, measured = self.detector.follow(image, torch.from_numpy(guess), angles, corrections)
+        index, d = index.cpu().numpy(), _numpy(d)
+        for k, i in enumerate(index if measured is not None else []):
+            self.tracks[i].correction = measured[k].cpu().numpy()
+        stays = box_overlap(d.boxes, last[index]).diagonal() > MIN_STEP_IOU
+        return {int(index[k]): _face(d, k) for k in np.nonzero(stays)[0]}
 
     @staticmethod
     def _duplicate(box: torch.Tensor, found: dict[int, tuple], live: int) -> bool:
         """Whether a lost track followed again landed on a face that a live track holds."""
-        return any(float(box_overlap(box[None], f[0][None])[0, 0]) > 0.5 for i, f in found.items() if i < live)
+        return any(box_overlap(box[None], f[0][None])[0, 0] > 0.5 for i, f in found.items() if i < live)
 
     def _detect(self, image: torch.Tensor, found: dict[int, tuple], part: tuple[int, int] | None = None) -> dict[int, tuple]:
         """The cascade (P-Net on the ``part`` of the pyramid, or all of it), its candidates on followed faces
         dropped early: detections that overlap a followed face update nothing (the followed box stays, so ids do
         not jump); the others start new tracks."""
-        known = torch.stack([f[0] for f in found.values()]) if found else None
-        d = self.detector.detections(image, part, known).cpu()
-        overlap = box_overlap(d.boxes, known).max(1).values if known is not None and len(d.boxes) else None
+        known = np.stack([f[0] for f in found.values()]).astype(np.float32) if found else None
+        d = _numpy(self.detector.detections(image, part, None if known is None else torch.from_numpy(known)))
+        overlap = box_overlap(d.boxes, known).max(1) if known is not None and len(d.boxes) else None
         for k in range(len(d.boxes)):
             if overlap is not None and overlap[k] > KNOWN_IOU:
                 continue
-            self.tracks.append(self._revive(d.boxes[k]) or _Track(-1, d.boxes[k].numpy().astype(np.float64)))
-            found[len(self.tracks) - 1] = (d.boxes[k], d.scores[k], d.landmarks[k],
-                                           d.rotations[k] if d.rotations.numel() else None)
+            self.tracks.append(self._revive(d.boxes[k]) or _Track(-1, d.boxes[k].astype(np.float64)))
+            found[len(self.tracks) - 1] = _face(d, k)
         return found
 
-    def _revive(self, box: torch.Tensor) -> _Track | None:
+    def _revive(self, box: np.ndarray) -> _Track | None:
         """The recently lost track whose predicted box this detection overlaps most (IoU above 0.3), if any:
         a face that FPNet let slip for a frame keeps its id."""
         if not self.lost:
             return None
-        where = lambda moved: torch.tensor(np.stack([t.box + moved * t.velocity * (self.frame_index - k)  # noqa: E731
-                                                     for k, t in self.lost]), dtype=box.dtype, device=box.device)
-        iou = torch.maximum(box_overlap(box[None], where(0))[0], box_overlap(box[None], where(1))[0])
+        where = lambda moved: np.stack([t.box + moved * t.velocity * (self.frame_index - k)  # noqa: E731
+                                        for k, t in self.lost]).astype(box.dtype)
+        iou = np.maximum(box_overlap(box[None], where(0))[0], box_overlap(box[None], where(1))[0])
         best = int(iou.argmax())
         if iou[best] <= REVIVE_IOU:
             return None
@@ -255,23 +269,23 @@ class FacePoseTracker:
         faces = []
         for i, (box, score, marks, rotation) in found.items():
             track = self.tracks[i]
-            box = box.cpu().numpy().astype(np.float64)
+            box = box.astype(np.float64)
             if track.score:  # a running mean of its steps (none across a gap: ``_revive``)
                 step = (box - track.box) / (track.missed + 1)
                 track.velocity = VELOCITY_SMOOTHING * track.velocity + (1 - VELOCITY_SMOOTHING) * step
             else:
                 track.velocity = np.zeros(4)
             track.box, track.score, track.age, track.missed = box, float(score), track.age + 1, 0
-            marks = marks.cpu().numpy().astype(np.float64).reshape(-1)
-            r = None if rotation is None or not self.detector.pose_available else rotation.cpu().numpy().astype(np.float64)
+            marks = marks.astype(np.float64).reshape(-1)
+            r = None if rotation is None or not self.detector.pose_available else rotation.astype(np.float64)
             if r is not None:
-                track.angle = float(in_plane_angle(torch.from_numpy(r)))
+                track.angle = float(in_plane_angle(r))
             if not self._confirm(track):
                 continue
             if self.smooth:
                 box, marks = track.box_filter(box, dt), track.marks_filter(marks, dt)
                 r = track.rotation_filter(r, dt) if r is not None else None
-            angles = matrix_to_euler(torch.from_numpy(r)).tolist() if r is not None else [None] * 3
+            angles = matrix_to_euler(r).tolist() if r is not None else [None] * 3
             faces.append(TrackedFace(tuple(box.tolist()), float(score), [tuple(p) for p in marks.reshape(5, 2).tolist()],
                                      r.tolist() if r is not None else None, *angles, track_id=track.track_id))
         return sorted(faces, key=lambda f: f.track_id)

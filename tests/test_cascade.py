@@ -141,11 +141,19 @@ def test_follow_keeps_known_faces_and_drops_an_empty_window(nets, image, detecto
     windows = torch.cat((found.boxes, torch.tensor([[0.0, 0.0, 40.0, 40.0]])))
     from facepose.boxes import box_overlap, square
 
-    index, d = follow(nets, image, square(windows), config)
+    index, d, _ = follow(nets, image, square(windows), config)
     assert index.tolist() == list(range(len(found)))
     assert bool((box_overlap(d.boxes, found.boxes).diagonal() > 0.7).all()) and d.rotations.shape == (len(found), 3, 3)
-    twin_index, twin = detector.follow(image, square(windows))
+    twin_index, twin, corrections = detector.follow(image, square(windows))
     assert torch.equal(twin_index, index) and torch.allclose(twin.rotations, d.rotations)
+    # without the mirrored pass, the crop's rotation corrected by the mirror correction is the flip average again
+    every = torch.eye(3).repeat(len(windows), 1, 1)
+    every[index] = corrections
+    again_index, again, none = detector.follow(image, square(windows), corrections=every)
+    assert torch.equal(again_index, index) and none is None
+    assert torch.allclose(again.rotations, twin.rotations, atol=1e-5)
+    single = follow(nets, image, square(windows), config, flip_pose=False)[1].rotations
+    assert not torch.allclose(single, twin.rotations, atol=1e-3)  # the correction does something
 
 
 @pytest.mark.parametrize("height, width", [(575, 767), (286, 382), (101, 100), (120, 121)])
