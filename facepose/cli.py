@@ -13,7 +13,7 @@ from . import __version__
 from .batch import JSONL_NAME, RUN_NAME, Job, ResultLog, plan, read_results, run_local
 from .config import FIELD_HELP, DetectorConfig
 from .hub import write_config
-from .tracker import CONFIRM_FRAMES, CONFIRM_SCORE, SURE_SCORE
+from .tracker import CONFIRM_FRAMES, CONFIRM_SCORE, IDLE_EVERY, SURE_SCORE
 from .weights import WeightsError
 
 __all__ = ["main", "build_parser", "add_detector_options", "config_from_args"]
@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("output", metavar="OUT", help="the annotated video to write (.mp4, .mkv, ...)")
     v.add_argument("--every", type=int, default=30, help="search for new faces once every N frames, spread over three of them "
                    "(default: 30: within a second at 30 frames/s; again at once when a face followed for a while is lost, "
-                   "and a part on every frame while no face is known)")
+                   f"and a part on one frame in {IDLE_EVERY} while no face is known)")
     v.add_argument("--no-smooth", action="store_true", help="no smoothing of boxes, landmarks and pose")
     add_detector_options(v)
     v.add_argument("--overwrite", action="store_true", help="replace OUT and its .jsonl if they exist")

@@ -3,16 +3,19 @@
 New faces are searched for once every ``every`` frames: the search is spread over the cycle, P-Net scanning
 a third of the pyramid's pixels on each of three frames (``cascade.pyramid_part``: the largest level, the
 next, the rest), so no frame pays for a whole search, and the candidates on faces already followed go no
-further than P-Net or R-Net. The first frame gets the whole cascade; while no face is known after it, the
-search runs on every frame, as MediaPipe runs its detector, still a part a frame (a face coming into view is
-found within three frames); when a face followed for a while is lost, the search starts again at once, a
+further than P-Net or R-Net. The first frame gets the whole cascade; while no face is known after it, a part
+of the search runs on every ``IDLE_EVERY``-th frame (a face coming into view is found within six frames, a fifth
+of a second at 30 frames a second); when a face followed for a while is lost, the search starts again at once, a
 part a frame.
 
 On every frame, each known face is refined from where it was: its last box, moved half its last step on,
 goes through FPNet alone (``FacePoseDetector.follow``: all faces in one batch, no pyramid, no R-Net, and
 no NMS between faces, so a face keeps its id when another crosses it). While that window moves less than
 ``HOLD`` of its side, the crop is cut where it was: a still head is cut from the same pixels, so its pose
-does not jitter with its box. A face whose crop FPNet no longer accepts is lost, and its track ends.
+does not jitter with its box. A face whose crop FPNet no longer accepts is lost, and its track ends. The
+flip average of the pose (the crop and its mirror image) runs its mirrored pass on one frame in
+``MIRROR_EVERY`` (and on every frame a face is cut by the frame's edge); the frames between correct the crop's
+rotation by what the mirrored pass changed last (``cascade.follow``'s mirror corrections).
 
 A new face is reported at once when its detection is sure (``SURE_SCORE``); a less sure one only once it has
 been followed ``CONFIRM_FRAMES`` frames with a mean score of ``CONFIRM_SCORE`` or more, and otherwise
@@ -50,6 +53,7 @@ HOLD = 0.05  # a followed face's crop is cut where it was while its window moves
 # the mirrored pass of the flip average runs on one frame in this many (and on a face's first frame followed); the
 # frames between correct the crop's rotation by what it changed last (``cascade.follow``'s mirror corrections)
 MIRROR_EVERY = 3
+IDLE_EVERY = 2  # while no face is known, a part of the search for new faces runs on one frame in this many
 SURE_SCORE = 0.99  # a new face detected this surely is reported at once
 CONFIRM_FRAMES, CONFIRM_SCORE = 3, 0.95  # a less sure one, once followed this many frames with this mean score
 
@@ -110,7 +114,7 @@ class FacePoseTracker:
     Args:
         detector: the detector whose networks and settings are used (default: the packaged one).
         every: search for new faces once in every this many frames (spread over three of them; again at once when a
-            face followed for a while is lost; the whole cascade on the first frame, a part a frame on every frame
+            face followed for a while is lost; the whole cascade on the first frame, a part on every second frame
             while none is known): at 30 frames a second, the default finds a face that comes into view beside one
             already followed within a second.
         smooth: One Euro smoothing of boxes, landmarks and rotation (default on).
@@ -169,9 +173,10 @@ class FacePoseTracker:
         if self.frame_index == 0:  # the first frame: the whole cascade, every face at once
             found = self._detect(image, found)
         else:
-            if not self.tracks and not self._pending:  # no face known (all gone): a search on every frame, a part
-                self._pending = list(range(self._parts()))  # a frame, until one is found
-            if (part := self._search_part()) is not None:
+            idle = not self.tracks  # no face known (all gone): a part of a search on every IDLE_EVERY-th frame
+            if idle and not self._pending:
+                self._pending = list(range(self._parts()))
+            if (not idle or self.frame_index % IDLE_EVERY == 0) and (part := self._search_part()) is not None:
                 found = self._detect(image, found, part)
         self.frame_index += 1
         faces = self._report(found, dt)
@@ -210,7 +215,10 @@ class FacePoseTracker:
         # spares the detection's second, turned crop (PCN's idea)
         turn = self.detector.config.any_rotation or any(abs(t.angle) > RECUT_LEAN for t in self.tracks)
         angles = torch.tensor([t.angle for t in self.tracks], dtype=torch.float32) if turn else None
-        mirror = self.frame_index % MIRROR_EVERY == 0 or any(t.correction is None for t in self.tracks)
+        # a face cut by the frame's edge changes in its crop from frame to frame: its correction would be stale
+        height, width = image.shape[-2:]
+        cut = bool(((guess[:, :2] < 0) | (guess[:, 2:] > (width, height))).any())
+        mirror = cut or self.frame_index % MIRROR_EVERY == 0 or any(t.correction is None for t in self.tracks)
         corrections = None if mirror else torch.from_numpy(np.stack([t.correction for t in self.tracks]))
         index, d, measured = self.detector.follow(image, torch.from_numpy(guess), angles, corrections)
         index, d = index.cpu().numpy(), _numpy(d)
