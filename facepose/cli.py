@@ -142,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: 30: within a second at 30 frames/s; again at once when a face followed for a while is lost, "
                    f"and a part on one frame in {IDLE_EVERY} while no face is known)")
     v.add_argument("--no-smooth", action="store_true", help="no smoothing of boxes, landmarks and pose")
+    v.add_argument("--threads", type=int, default=None, help="threads the networks use (default: all cores but one, "
+                   "which decoding and encoding use: the tracker's small networks gain less from a second core than the "
+                   "codec does)")
     add_detector_options(v)
     v.add_argument("--overwrite", action="store_true", help="replace OUT and its .jsonl if they exist")
     v.set_defaults(func=run_video)
@@ -157,7 +160,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _cores() -> int:
+    """The CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def run_video(args: argparse.Namespace) -> int:
+    import torch
+
     from .detector import FacePoseDetector
     from .tracker import FacePoseTracker
     from .video import VideoError, annotate_video, jsonl_path
@@ -170,6 +180,10 @@ def run_video(args: argparse.Namespace) -> int:
         return _fail(f"{existing[0]} already exists; pass --overwrite to replace it")
     if not dest.parent.is_dir():
         return _fail(f"the folder of OUT, {dest.parent}, does not exist")
+    if args.threads is not None and args.threads < 1:
+        return _fail(f"--threads must be at least 1, got {args.threads}")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads or max(1, _cores() - 1))
     try:
         detector = FacePoseDetector(weights=args.weights, device=args.device, backend=args.backend,
                                     config=config_from_args(args))
@@ -178,6 +192,8 @@ def run_video(args: argparse.Namespace) -> int:
             summary = annotate_video(src, dest, tracker, progress=lambda n: bar.update(1))
     except (VideoError, WeightsError, ValueError, RuntimeError, ImportError) as e:
         return _fail(str(e))
+    finally:
+        torch.set_num_threads(threads)  # as it was (``main`` may run inside another program)
     print(f"{summary.frames} frames ({summary.seconds:.1f} s at {summary.fps:.2f} frames/s), {summary.tracks} tracks"
           f"{', audio kept' if summary.audio else ''}: {dest} and {jsonl_path(dest)}")
     return 0

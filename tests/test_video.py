@@ -146,6 +146,8 @@ def test_bad_videos_get_clear_errors(tmp_path, capsys):
         w.setnchannels(1), w.setsampwidth(2), w.setframerate(8000), w.writeframes(b"\0\0" * 800)
     assert main(["video", str(sound), str(tmp_path / "o.mp4")]) == 2
     assert "has no video stream" in capsys.readouterr().err
+    assert main(["video", str(sound), str(tmp_path / "o.mp4"), "--threads", "0"]) == 2
+    assert "--threads must be at least 1" in capsys.readouterr().err
     assert not (tmp_path / "o.mp4").exists() and not (tmp_path / "o.jsonl").exists()
 
 
