@@ -33,5 +33,11 @@ def norm(x: Array) -> Array:
 
 
 def cross(a: Array, b: Array) -> Array:
-    """``(..., 3) x (..., 3) -> (..., 3)`` cross product."""
-    return np.cross(a, b) if isinstance(a, np.ndarray) else torch.linalg.cross(a, b, dim=-1)
+    """``(..., 3) x (..., 3) -> (..., 3)`` cross product (numpy's by its components: ``np.cross`` spends about 20 us
+    on a few vectors moving axes about, this 5)."""
+    if not isinstance(a, np.ndarray):
+        return torch.linalg.cross(a, b, dim=-1)
+    a0, a1, a2, b0, b1, b2 = a[..., 0], a[..., 1], a[..., 2], b[..., 0], b[..., 1], b[..., 2]
+    out = np.empty(np.broadcast_shapes(a.shape, b.shape), np.result_type(a, b))
+    out[..., 0], out[..., 1], out[..., 2] = a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0
+    return out
