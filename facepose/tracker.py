@@ -228,7 +228,7 @@ class FacePoseTracker:
         return {int(index[k]): _face(d, k) for k in np.nonzero(stays)[0]}
 
     @staticmethod
-    def _duplicate(box: torch.Tensor, found: dict[int, tuple], live: int) -> bool:
+    def _duplicate(box: np.ndarray, found: dict[int, tuple], live: int) -> bool:
         """Whether a lost track followed again landed on a face that a live track holds."""
         return any(box_overlap(box[None], f[0][None])[0, 0] > 0.5 for i, f in found.items() if i < live)
 
