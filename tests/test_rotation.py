@@ -114,3 +114,37 @@ def test_label_matrix_matches_the_faces_3d_landmarks(aflw2000_rows):
     assert np.degrees(np.median(ours)) < 16
     assert np.degrees(np.median(transposed)) > 35
     assert np.degrees(np.median(mirrored)) < 16
+
+
+def test_geometry_gives_the_same_numbers_in_numpy_and_torch():
+    """The tracker works out its few numbers per face in numpy, detection in torch: the same functions, the same
+    results (float32, to rounding)."""
+    from facepose.boxes import apply_offsets, square
+    from facepose.cascade import mean_with_mirrored, place_in_image
+    from facepose.crops import turn_about
+    from facepose.rotation import in_plane_angle, turn_rotations
+
+    g = torch.Generator().manual_seed(0)
+    sixd, other = torch.randn(5, 6, generator=g), torch.randn(5, 6, generator=g)
+    boxes = torch.rand(5, 2, generator=g) * 300
+    boxes = torch.cat((boxes, boxes + 20 + torch.rand(5, 2, generator=g) * 100), 1)
+    offsets, marks = torch.randn(5, 4, generator=g) * 0.1, torch.rand(5, 10, generator=g)
+    angles = torch.rand(5, generator=g) * 360 - 180
+    r = sixd_to_matrix(sixd)
+    cases = {
+        "sixd_to_matrix": lambda t: sixd_to_matrix(t(sixd)),
+        "matrix_to_sixd": lambda t: matrix_to_sixd(t(r)),
+        "mirror_matrix": lambda t: mirror_matrix(t(r)),
+        "matrix_to_euler": lambda t: matrix_to_euler(t(r)),
+        "in_plane_angle": lambda t: in_plane_angle(t(r)),
+        "turn_rotations": lambda t: turn_rotations(t(r), t(angles)),
+        "mean_with_mirrored": lambda t: mean_with_mirrored(t(sixd), t(other)),
+        "square": lambda t: square(t(boxes)),
+        "apply_offsets": lambda t: apply_offsets(t(boxes), t(offsets)),
+        "place_in_image": lambda t: place_in_image(t(offsets), t(marks), t(boxes))[1],
+        "turn_about": lambda t: turn_about(t(marks.reshape(5, 5, 2)), t(boxes[:, :2]), t(angles)),
+    }
+    for name, f in cases.items():
+        in_torch, in_numpy = f(lambda x: x), f(lambda x: x.numpy())
+        assert isinstance(in_numpy, np.ndarray), name
+        np.testing.assert_allclose(in_numpy, in_torch.numpy(), rtol=1e-5, atol=1e-4, err_msg=name)
