@@ -12,7 +12,7 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-__all__ = ["Array", "namespace", "at_least", "norm", "cross"]
+__all__ = ["Array", "namespace", "as_like", "to_numpy", "at_least", "norm", "cross"]
 
 Array = TypeVar("Array", torch.Tensor, np.ndarray)
 
@@ -20,6 +20,16 @@ Array = TypeVar("Array", torch.Tensor, np.ndarray)
 def namespace(x: Array) -> ModuleType:
     """``numpy`` for a numpy array, else ``torch`` (whose functions also take numpy's ``axis`` and ``keepdims``)."""
     return np if isinstance(x, np.ndarray) else torch
+
+
+def as_like(values, like: Array) -> Array:
+    """``values`` (an array, tensor or sequence) as the kind of ``like``, in its dtype (and, for torch, on its device)."""
+    return np.asarray(values, dtype=like.dtype) if isinstance(like, np.ndarray) else torch.as_tensor(values).to(like)
+
+
+def to_numpy(t: torch.Tensor) -> np.ndarray:
+    """A tensor's values as a numpy array (from any device, outside autograd)."""
+    return t.detach().cpu().numpy()
 
 
 def at_least(x: Array, low: float) -> Array:

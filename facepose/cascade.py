@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .arrays import Array, namespace
+from .arrays import Array, namespace, to_numpy
 from .boxes import apply_offsets, box_overlap, nms, square
 from .config import DetectorConfig
 from .crops import cut_crops, integral_image, padded_crops, turn_about, turned_crops
@@ -417,11 +417,11 @@ def follow(nets: CascadeNets, image: torch.Tensor, boxes: torch.Tensor, config: 
         crops, valid = padded_crops(image, boxes, 48)
     else:
         crops, valid = turned_crops(image, boxes, angles, 48)
-    valid = valid.detach().cpu().numpy()
+    valid = to_numpy(valid)
     index = np.nonzero(valid)[0]
     if not len(index):
         return torch.from_numpy(index).to(device), Detections.empty(boxes.float(), nets.fpnet.has_rotation), None
-    windows = boxes.detach().cpu().numpy()[valid]
+    windows = to_numpy(boxes)[valid]
     crops = normalize(crops, inplace=True)
     fpnet = nets.fpnet
     # on a few crops, one call with the mirrored ones costs about what each of two separate calls does
@@ -429,29 +429,29 @@ def follow(nets: CascadeNets, image: torch.Tensor, boxes: torch.Tensor, config: 
     n = len(crops)
     out = fpnet.detection(select_rows(features, slice(0, n)) if flip else features)
     # from here on a few numbers per face: numpy (``arrays``)
-    scores = face_probability(out.face_logits).detach().cpu().numpy()
-    found, marks = place_in_image(out.box.detach().cpu().numpy(), out.landmarks.detach().cpu().numpy(), windows)
+    scores = to_numpy(face_probability(out.face_logits))
+    found, marks = place_in_image(to_numpy(out.box), to_numpy(out.landmarks), windows)
     stays = scores > config.fpnet_threshold
     kept = np.nonzero(stays)[0]
     rotations, measured = np.zeros((len(kept), 0, 0), np.float32), None
     if fpnet.has_rotation:
         both = select_rows(features, torch.from_numpy(np.concatenate((kept, kept + n)) if flip else kept).to(device))
-        sixd = fpnet.rotation_6d(both).detach().cpu().numpy()
+        sixd = to_numpy(fpnet.rotation_6d(both))
         k = len(kept)
         rotations = sixd_to_matrix(sixd[:k])
         if flip:
             averaged = mean_with_mirrored(sixd[:k], sixd[k:])
             rotations, measured = averaged, rotations.swapaxes(-1, -2) @ averaged
         elif corrections is not None:
-            rotations = rotations @ corrections.detach().cpu().numpy().astype(np.float32)[index[kept]]
+            rotations = rotations @ to_numpy(corrections).astype(np.float32)[index[kept]]
         if angles is None and fpnet.has_orientation and k:  # as ``finish_crops``: a leaning face is read upright
             lean = fpnet.in_plane(both)
             lean = mean_lean(lean[:k], lean[k:]) if flip else lean
             if bool((lean.abs() > RECUT_LEAN).any()):
-                rotations = upright_pose(fpnet, image, torch.from_numpy(found[kept]).to(device), lean,
-                                         torch.from_numpy(rotations).to(device), flip).detach().cpu().numpy()
+                rotations = to_numpy(upright_pose(fpnet, image, torch.from_numpy(found[kept]).to(device), lean,
+                                                  torch.from_numpy(rotations).to(device), flip))
     if angles is not None:  # from the turned crops back into the image
-        turn = angles.detach().cpu().numpy().astype(np.float32)[index]
+        turn = to_numpy(angles).astype(np.float32)[index]
         found = _turned_back(found, windows, turn)
         marks = turn_about(marks, (windows[:, :2] + windows[:, 2:]) / 2, turn)
         rotations = turn_rotations(rotations, -turn[stays]) if rotations.size else rotations

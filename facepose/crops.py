@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .arrays import Array, namespace
+from .arrays import Array, as_like, namespace, to_numpy
 
 __all__ = ["integral_image", "area_bins", "crop_windows", "crop_resize", "cut_crops", "padded_crops", "CONTEXT", "grown",
            "rotate_crops", "turned_crops", "turn_about", "crops_to_uint8"]
@@ -162,14 +162,14 @@ def rotate_crops(context: torch.Tensor, angles: torch.Tensor, size: int, scale: 
     n = len(context)
     if n == 0:
         return context.new_zeros(0, context.shape[1], size, size, dtype=torch.float32)
-    t = np.deg2rad(angles.cpu().numpy().astype(np.float32))  # a few numbers: numpy
+    t = np.deg2rad(to_numpy(angles).astype(np.float32))  # a few numbers: numpy
     c, s = np.cos(t), np.sin(t)
-    k = np.float32(size / context.shape[-1]) * (scale.cpu().numpy() if scale is not None else np.ones(n, np.float32))
+    k = np.float32(size / context.shape[-1]) * (to_numpy(scale) if scale is not None else np.ones(n, np.float32))
     theta = np.zeros((n, 2, 3), np.float32)
     # the output point p (x right, y down) samples the context at M p: M turns the picture counter-clockwise
     theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = k * c, -k * s, k * s, k * c
     if shift is not None:
-        theta[:, :, 2] = np.float32(size / context.shape[-1]) * shift.cpu().numpy()
+        theta[:, :, 2] = np.float32(size / context.shape[-1]) * to_numpy(shift)
     grid = F.affine_grid(torch.from_numpy(theta), [n, context.shape[1], size, size], align_corners=False).to(context.device)
     return F.grid_sample(context.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
@@ -191,7 +191,7 @@ def turn_about(points: Array, centres: Array, angles: Array) -> Array:
     [[[0.0, 10.0]]]
     """
     xp = namespace(points)
-    t = xp.deg2rad(angles.astype(points.dtype) if xp is np else angles.to(points.dtype))
+    t = xp.deg2rad(as_like(angles, points))
     c, s = xp.cos(t), xp.sin(t)
     shape = (-1,) + (1,) * (points.ndim - 2)
     c, s = c.reshape(shape), s.reshape(shape)

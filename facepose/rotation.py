@@ -22,7 +22,7 @@ import math
 import numpy as np
 import torch
 
-from .arrays import Array, at_least, cross, namespace, norm
+from .arrays import Array, as_like, at_least, cross, namespace, norm
 
 __all__ = [
     "sixd_to_matrix",
@@ -171,7 +171,7 @@ def mirror_matrix(rotation: Array) -> Array:
     >>> matrix_to_euler(mirror_matrix(r)).round(decimals=4)
     tensor([-30., -20., -10.])
     """
-    m = _MIRROR.astype(rotation.dtype) if isinstance(rotation, np.ndarray) else torch.from_numpy(_MIRROR).to(rotation)
+    m = as_like(_MIRROR, rotation)
     return rotation * m[:, None] * m[None, :]
 
 
@@ -215,9 +215,7 @@ def turn_rotations(rotation: Array, angles: Array) -> Array:
     >>> [round(v) for v in r[0, :2, 0].tolist()]  # the head's x axis, right before, now points up
     [0, 1]
     """
-    if isinstance(rotation, np.ndarray):
-        return _elementary(2, np.deg2rad(np.asarray(angles, dtype=rotation.dtype))) @ rotation
-    return _elementary(2, torch.deg2rad(angles.to(rotation.dtype))) @ rotation
+    return _elementary(2, namespace(rotation).deg2rad(as_like(angles, rotation))) @ rotation
 
 
 def in_plane_angle(rotation: Array) -> Array:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .arrays import to_numpy
 from .boxes import box_overlap, square
 from .cascade import KNOWN_IOU, RECUT_LEAN, Detections
 from .detector import Face, FacePoseDetector
@@ -60,7 +61,7 @@ CONFIRM_FRAMES, CONFIRM_SCORE = 3, 0.95  # a less sure one, once followed this m
 
 def _numpy(d: Detections) -> Detections:
     """Detections as numpy arrays: a tracker works on a few numbers per face."""
-    return Detections(*(t.cpu().numpy() for t in (d.boxes, d.scores, d.landmarks, d.rotations)))
+    return Detections(*(to_numpy(t) for t in (d.boxes, d.scores, d.landmarks, d.rotations)))
 
 
 def _face(d: Detections, k: int) -> tuple:
@@ -223,7 +224,7 @@ class FacePoseTracker:
         index, d, measured = self.detector.follow(image, torch.from_numpy(guess), angles, corrections)
         index, d = index.cpu().numpy(), _numpy(d)
         for k, i in enumerate(index if measured is not None else []):
-            self.tracks[i].correction = measured[k].cpu().numpy()
+            self.tracks[i].correction = to_numpy(measured[k])
         stays = box_overlap(d.boxes, last[index]).diagonal() > MIN_STEP_IOU
         return {int(index[k]): _face(d, k) for k in np.nonzero(stays)[0]}
 
