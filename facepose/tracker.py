@@ -10,7 +10,8 @@ part a frame.
 
 On every frame, each known face is refined from where it was: its last box, moved half its last step on,
 goes through FPNet alone (``FacePoseDetector.follow``: all faces in one batch, no pyramid, no R-Net, and
-no NMS between faces, so a face keeps its id when another crosses it). While that window moves less than
+no NMS between faces, so a face keeps its id when another crosses it), its crop cut turned by the face's last
+in-plane angle, so FPNet sees it upright (PCN's idea) and a head that rolls keeps its track. While that window moves less than
 ``HOLD`` of its side, the crop is cut where it was: a still head is cut from the same pixels, so its pose
 does not jitter with its box. A face whose crop FPNet no longer accepts is lost, and its track ends. The
 flip average of the pose (the crop and its mirror image) runs its mirrored pass on one frame in
@@ -33,7 +34,7 @@ import torch
 
 from .arrays import to_numpy
 from .boxes import box_overlap, square
-from .cascade import KNOWN_IOU, RECUT_LEAN, Detections
+from .cascade import KNOWN_IOU, Detections
 from .detector import Face, FacePoseDetector
 from .image import ImageInput
 from .rotation import in_plane_angle, matrix_to_euler
@@ -88,7 +89,7 @@ class _Track:
     first_scores: list[float] = field(default_factory=list)  # its scores until it is confirmed
     confirmed: bool = False  # reported (a sure detection, or followed long enough with a high enough score)
     score: float = 0.0
-    angle: float = 0.0  # the face's last in-plane angle (degrees): with any_rotation its crops are cut turned by it
+    angle: float = 0.0  # the face's last in-plane angle (degrees): its crops are cut turned by it
     correction: np.ndarray | None = None  # its last mirror correction (3, 3), float32
     missed: int = 0  # frames since it was last seen (a lost track is still looked for where it should be now)
     age: int = 0  # frames it has been reported
@@ -108,9 +109,8 @@ class FacePoseTracker:
     """Follows faces through a video: ``update(frame, timestamp) -> list[TrackedFace]``.
 
     It uses the detector's public steps only: ``prepare`` a frame, ``detections`` (the whole cascade) and
-    ``follow`` (known faces through FPNet alone). With the detector's ``any_rotation``, the full detections
-    search every quarter turn and each followed face is cut turned by its last in-plane angle, so a head that
-    rolls a full turn keeps its track.
+    ``follow`` (known faces through FPNet alone, each cut turned by its last in-plane angle). With the
+    detector's ``any_rotation``, the full detections search every quarter turn, so a face is found at any roll.
 
     Args:
         detector: the detector whose networks and settings are used (default: the packaged one).
@@ -211,10 +211,9 @@ class FacePoseTracker:
             if t.window is not None and not t.missed and np.abs(g - t.window).max() < HOLD * (g[2] - g[0]):
                 guess[k] = t.window
             t.window = guess[k].copy()
-        # each face is cut turned by its last in-plane angle, so FPNet sees it upright: always with
-        # any_rotation, and whenever a face leans more than a detection would read as it is (RECUT_LEAN), which
-        # spares the detection's second, turned crop (PCN's idea)
-        turn = self.detector.config.any_rotation or any(abs(t.angle) > RECUT_LEAN for t in self.tracks)
+        # each face is cut turned by its last in-plane angle, so FPNet sees it upright (PCN's idea): a face that
+        # leans is read upright in one crop, without a detection's second, turned crop (``cascade.upright_pose``)
+        turn = self.detector.config.any_rotation or self.detector.pose_available
         angles = torch.tensor([t.angle for t in self.tracks], dtype=torch.float32) if turn else None
         # a face cut by the frame's edge changes in its crop from frame to frame: its correction would be stale
         height, width = image.shape[-2:]
