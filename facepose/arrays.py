@@ -27,9 +27,9 @@ def as_like(values, like: Array) -> Array:
     return np.asarray(values, dtype=like.dtype) if isinstance(like, np.ndarray) else torch.as_tensor(values).to(like)
 
 
-def to_numpy(t: torch.Tensor) -> np.ndarray:
-    """A tensor's values as a numpy array (from any device, outside autograd)."""
-    return t.detach().cpu().numpy()
+def to_numpy(t: Array) -> np.ndarray:
+    """A tensor's values as a numpy array (from any device, outside autograd); a numpy array as it is."""
+    return t if isinstance(t, np.ndarray) else t.detach().cpu().numpy()
 
 
 def at_least(x: Array, low: float) -> Array:

@@ -113,17 +113,18 @@ def cut_crops(ii: torch.Tensor, boxes: torch.Tensor, size: int) -> tuple[torch.T
     return crop_resize(ii, windows[valid], size), valid
 
 
-def padded_crops(image: torch.Tensor, boxes: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def padded_crops(image: torch.Tensor, boxes: Array, size: int) -> tuple[torch.Tensor, Array]:
     """``size x size`` area-resized crops of a few ``boxes (N, 4)`` of ``image (1, 3, H, W)`` (0-255), black
     where a box leaves the image: a face at the border is cut whole, not stretched from its visible part.
 
-    One ``adaptive_avg_pool2d`` per box: for the tracker's handful of boxes a quarter of the time of an
-    integral image of the region around them (the means agree with ``crop_resize``'s to float32 rounding).
+    One ``adaptive_avg_pool2d`` per box, on the box's pixels copied channel by channel (the pooling's fastest
+    layout): for the tracker's handful of boxes a quarter of the time of an integral image of the region around
+    them (the means agree with ``crop_resize``'s to float32 rounding). ``boxes``: numpy or torch.
     Returns ``(M, 3, size, size)`` float crops of the boxes with a non-empty window, and the ``(N,)`` bool
-    mask of which boxes those are.
+    mask (numpy or torch, as ``boxes``) of which boxes those are.
     """
     height, width = image.shape[-2:]
-    windows = boxes.trunc().long()
+    windows = to_numpy(boxes).astype(np.float64).astype(np.int64)  # truncated toward zero, as torch's trunc
     valid = (windows[:, 2] > windows[:, 0]) & (windows[:, 3] > windows[:, 1])
     crops = []
     for x1, y1, x2, y2 in windows[valid].tolist():
@@ -131,8 +132,9 @@ def padded_crops(image: torch.Tensor, boxes: torch.Tensor, size: int) -> tuple[t
         piece = image[0, :, max(y1, 0):min(y2, height), max(x1, 0):min(x2, width)]
         if x1 < 0 or y1 < 0 or x2 > width or y2 > height:
             piece = F.pad(piece, (max(-x1, 0), max(x2 - width, 0), max(-y1, 0), max(y2 - height, 0)))
-        crops.append(F.adaptive_avg_pool2d(piece[None].float(), size))
-    return (torch.cat(crops) if crops else torch.zeros(0, 3, size, size, device=image.device)), valid
+        crops.append(F.adaptive_avg_pool2d(piece.contiguous()[None].float(), size))
+    crops = torch.cat(crops) if crops else torch.zeros(0, 3, size, size, device=image.device)
+    return crops, (valid if isinstance(boxes, np.ndarray) else torch.from_numpy(valid).to(boxes.device))
 
 
 CONTEXT = 1.5  # a turned crop is cut from the box grown this much: room for any turn of the box (sqrt 2) and a shift
@@ -174,13 +176,15 @@ def rotate_crops(context: torch.Tensor, angles: torch.Tensor, size: int, scale: 
     return F.grid_sample(context.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def turned_crops(image: torch.Tensor, boxes: torch.Tensor, angles: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def turned_crops(image: torch.Tensor, boxes: Array, angles: Array, size: int) -> tuple[torch.Tensor, Array]:
     """``size x size`` crops of ``boxes (N, 4)`` of ``image (1, 3, H, W)`` (0-255), each turned counter-clockwise
     by ``angles (N,)`` degrees about its centre (black outside the image): a head rolled by ``angle`` is cut
     upright. The box grown ``CONTEXT`` times is area-resized first (``padded_crops``), then turned at that
-    scale, as training cuts its turned crops. Returns the crops and the ``(N,)`` mask of boxes with any window."""
-    context, valid = padded_crops(image, grown(boxes, CONTEXT), round(size * CONTEXT))
-    return rotate_crops(context, angles[valid], size), valid
+    scale, as training cuts its turned crops. Returns the crops and the ``(N,)`` mask of boxes with any window
+    (numpy or torch, as ``boxes``)."""
+    context, valid = padded_crops(image, grown(to_numpy(boxes), CONTEXT), round(size * CONTEXT))
+    turned = rotate_crops(context, to_numpy(angles)[valid], size)
+    return turned, (valid if isinstance(boxes, np.ndarray) else torch.from_numpy(valid).to(boxes.device))
 
 
 def turn_about(points: Array, centres: Array, angles: Array) -> Array:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -155,9 +156,13 @@ class FacePoseDetector:
         Raises ``facepose.ImageError`` for a missing, unreadable, corrupt or too large image.
         """
         pixels = load_image(image, self.config.max_pixels)
-        if not pixels.flags.writeable:  # torch wants to own writable memory; a copy is cheap
-            pixels = pixels.copy()
-        return torch.from_numpy(pixels).to(self.device).permute(2, 0, 1)[None]
+        if pixels.flags.writeable:
+            tensor = torch.from_numpy(pixels)
+        else:  # a read-only array (np.asarray of a PIL image): the cascade only reads the pixels, so no copy
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "The given NumPy array is not writable", UserWarning)
+                tensor = torch.from_numpy(pixels)
+        return tensor.to(self.device).permute(2, 0, 1)[None]
 
     @property
     def flip_pose(self) -> bool:
