@@ -4,8 +4,8 @@ New faces are searched for once every ``every`` frames: the search is spread ove
 a third of the pyramid's pixels on each of three frames (``cascade.pyramid_part``: the largest level, the
 next, the rest), so no frame pays for a whole search, and the candidates on faces already followed go no
 further than P-Net or R-Net. The first frame gets the whole cascade; while no face is known after it, a part
-of the search runs on every ``IDLE_EVERY``-th frame (a face coming into view is found within six frames, a fifth
-of a second at 30 frames a second); when a face followed for a while is lost, the search starts again at once, a
+of the search runs on every ``IDLE_EVERY``-th frame (a face coming into view is found within nine frames, under a
+third of a second at 30 frames a second); when a face followed for a while is lost, the search starts again at once, a
 part a frame.
 
 On every frame, each known face is refined from where it was: its last box, moved half its last step on,
@@ -55,7 +55,7 @@ HOLD = 0.05  # a followed face's crop is cut where it was while its window moves
 # the mirrored pass of the flip average runs on one frame in this many (and on a face's first frame followed); the
 # frames between correct the crop's rotation by what it changed last (``cascade.follow``'s mirror corrections)
 MIRROR_EVERY = 3
-IDLE_EVERY = 2  # while no face is known, a part of the search for new faces runs on one frame in this many
+IDLE_EVERY = 3  # while no face is known, a part of the search for new faces runs on one frame in this many
 SURE_SCORE = 0.99  # a new face detected this surely is reported at once
 CONFIRM_FRAMES, CONFIRM_SCORE = 3, 0.95  # a less sure one, once followed this many frames with this mean score
 
@@ -115,7 +115,7 @@ class FacePoseTracker:
     Args:
         detector: the detector whose networks and settings are used (default: the packaged one).
         every: search for new faces once in every this many frames (spread over three of them; again at once when a
-            face followed for a while is lost; the whole cascade on the first frame, a part on every second frame
+            face followed for a while is lost; the whole cascade on the first frame, a part on every third frame
             while none is known): at 30 frames a second, the default finds a face that comes into view beside one
             already followed within a second.
         smooth: One Euro smoothing of boxes, landmarks and rotation (default on).

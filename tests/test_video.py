@@ -268,3 +268,30 @@ def test_tracker_finds_a_face_that_comes_into_view():
     first = next(i for i, ids in enumerate(seen) if len(ids) >= 2)
     assert 12 <= first < 12 + 10, seen
     assert all(seen[0] < ids for ids in seen[first:]), seen  # the first face keeps its id beside the newcomer
+
+
+@needs_photos
+def test_tracker_finds_a_face_in_an_empty_scene():
+    """Every face hidden for the first 12 frames: with no face known, a part of the search runs on one frame in
+    ``IDLE_EVERY`` (not once every ``every`` frames), so the faces are found within ``IDLE_EVERY`` times the
+    number of parts, and the empty frames report nothing."""
+    from facepose import FacePoseDetector
+    from facepose.tracker import IDLE_EVERY, SEARCH_PARTS, SURE_SCORE, FacePoseTracker
+    from support.clips import frames
+
+    clip = frames("still", 40, (640, 480))
+    detected = FacePoseDetector().detect(clip[0])
+    boxes = [f.box for f in detected]
+    sure = sum(f.score >= SURE_SCORE for f in detected)  # the two faces (MTCNN also finds a false one at 0.73)
+    tracker = FacePoseTracker(every=30)
+    seen = []
+    for i, frame in enumerate(clip):
+        if i < 12:
+            frame = frame.copy()
+            for x1, y1, x2, y2 in (map(int, b) for b in boxes):
+                frame[max(y1 - 10, 0):y2 + 10, max(x1 - 10, 0):x2 + 10] = 128
+        seen.append(len(tracker.update(frame, timestamp=i / 30)))
+    assert seen[:12] == [0] * 12, seen
+    first = next(i for i, n in enumerate(seen) if n >= 1)
+    assert 12 <= first < 12 + IDLE_EVERY * SEARCH_PARTS, seen
+    assert seen[first + IDLE_EVERY * SEARCH_PARTS:] == [sure] * (len(seen) - first - IDLE_EVERY * SEARCH_PARTS), seen
