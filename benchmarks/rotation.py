@@ -1,7 +1,7 @@
 """Faces at any in-plane angle: what is found, how good its pose is, what it costs.
 
     python -m benchmarks.rotation [--every 4] [--repeats 3] [--size 640x480] [--skip-cost] [--skip-aflw]
-                                  [--skip-wider] [--weights FILE]
+                                  [--skip-wider] [--validation] [--weights FILE]
 
 - **AFLW2000** (the standard 1969 faces, every ``--every``-th), each face upright and turned in the image
   plane (the picture turned counter-clockwise, grown to hold it all). Found: a detection whose box overlaps
@@ -10,6 +10,10 @@
   Rows: the plain detector on upright faces (the reference), ``any_rotation`` on upright faces, on faces
   turned by 90, 180 or 270 degrees, and on faces turned by 45, 135, 225 or 315 degrees (in turn); and the
   plain detector on faces turned by 180 degrees (the faces it finds upside down must get their real pose).
+- **Validation** (``--validation``, in place of AFLW2000): the same rows on the validation split of the AFLW
+  training crops (``training.build_dataset.is_validation``, 761 faces), each labelled by the teacher (WHENet,
+  flip-averaged, on the face's teacher box); found: a detection centred within 0.3 of the box's side of its
+  centre. Settings are chosen here; AFLW2000 only measures.
 - **WIDER FACE val** (AP at IoU 0.5, faces of 20 px or more): the plain detector and ``any_rotation`` on the
   scenes upright, and ``any_rotation`` on the scenes turned by 90, 180 or 270 degrees (in turn).
 - **Cost**: the photos of ``../shared/data/photos`` resized to ``--size``, the plain detector and
@@ -29,7 +33,7 @@ from tqdm import tqdm
 from facepose import FacePoseDetector, load_image
 from facepose.boxes import box_overlap
 from facepose.rotation import euler_to_matrix, geodesic_distance, turn_rotations
-from support.paths import AFLW2000, PHOTOS, WIDER_VAL
+from support.paths import AFLW2000, AFLW_FACES, AFLW_FACES_EXTRA, PHOTOS, WIDER_VAL
 from support.timing import alternated
 from training.aflw2000 import load_aflw2000
 from training.metrics import average_precision
@@ -59,17 +63,17 @@ ROWS = {  # row: (detector, angles taken in turn)
 }
 
 
-def aflw2000(every: int, weights: str | None = None) -> dict[str, dict]:
+def pose_rows(samples: list[tuple[np.ndarray, torch.Tensor, np.ndarray]], find, weights: str | None = None,
+              desc: str = "faces turned") -> dict[str, dict]:
+    """Each row of ``ROWS`` on ``samples`` of ``(pixels, label (3, 3), box)``: share found and mean pose error.
+    ``find(faces, box, m)``: the detection of the face in ``box`` of the picture turned by ``m``, or None."""
     detectors = {"plain": FacePoseDetector(weights=weights), "any": FacePoseDetector(weights=weights, any_rotation=True)}
-    samples = load_aflw2000(AFLW2000)[::every]
     errors: dict[str, list] = {name: [] for name in ROWS}
-    for i, s in enumerate(tqdm(samples, desc="AFLW2000 turned", unit="face")):
-        pixels = load_image(s.image)
-        label = euler_to_matrix(torch.tensor(s.yaw), torch.tensor(s.pitch), torch.tensor(s.roll)).float()
+    for i, (pixels, label, box) in enumerate(tqdm(samples, desc=desc, unit="face")):
         for name, (which, angles) in ROWS.items():
             angle = angles[i % len(angles)]
             image, m = turned_picture(pixels, angle)
-            face = match(detectors[which].detect(image), turned_box(s.box68, m))
+            face = find(detectors[which].detect(image), box, m)
             error = None
             if face is not None:
                 want = turn_rotations(label[None], torch.tensor([float(angle)]))
@@ -78,6 +82,43 @@ def aflw2000(every: int, weights: str | None = None) -> dict[str, dict]:
     return {name: {"faces": len(e), "found": sum(x is not None for x in e) / len(e),
                    "error": statistics.mean(x for x in e if x is not None) if any(x is not None for x in e) else math.nan}
             for name, e in errors.items()}
+
+
+def aflw2000(every: int, weights: str | None = None) -> dict[str, dict]:
+    """``pose_rows`` on every ``every``-th AFLW2000 face (found: IoU > 0.3 with the turned 68-landmark box)."""
+    samples = [(load_image(s.image), euler_to_matrix(torch.tensor(s.yaw), torch.tensor(s.pitch), torch.tensor(s.roll)).float(),
+                s.box68) for s in load_aflw2000(AFLW2000)[::every]]
+    return pose_rows(samples, lambda faces, box, m: match(faces, turned_box(box, m)), weights, "AFLW2000 turned")
+
+
+def near(faces, box: np.ndarray, m: np.ndarray):
+    """The best-scoring face centred within 0.3 of the side of ``box`` (as turned by ``m``) of its centre, or None
+    (a teacher's box is larger than a detection's: turned by 45 degrees its bounding box overlaps one by IoU < 0.3)."""
+    centre = m @ np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2, 1.0])
+    side = math.sqrt((box[2] - box[0]) * (box[3] - box[1]))
+    close = [f for f in faces if np.hypot(*((np.array(f.box[:2]) + np.array(f.box[2:])) / 2 - centre)) < 0.3 * side]
+    return max(close, key=lambda f: f.score) if close else None
+
+
+def validation(every: int, weights: str | None = None) -> dict[str, dict]:
+    """``pose_rows`` on every ``every``-th face of the validation split of the AFLW training crops
+    (``build_dataset.is_validation``), each labelled by the teacher (WHENet, flip-averaged, on its teacher box)."""
+    from training.aflw2000 import crop_square
+    from training.build_dataset import is_validation
+    from training.sources import aflw_faces
+    from training.teacher import find_whenet_h5, flip_averaged, load_whenet
+
+    photos = [p for root, prefix in ((AFLW_FACES, "aflw"), (AFLW_FACES_EXTRA, "aflw_extra"))
+              for p in aflw_faces(root, prefix=prefix) if is_validation(p.key)][::every]
+    teacher = load_whenet(find_whenet_h5()).eval()
+    labels = []
+    with torch.inference_mode():
+        for k in tqdm(range(0, len(photos), 32), desc="teacher labels", unit="batch"):
+            x = np.stack([crop_square(Image.fromarray(p.pixels), p.teacher_boxes[0]) for p in photos[k:k + 32]])
+            labels.append(flip_averaged(teacher, torch.from_numpy(x).permute(0, 3, 1, 2).float()))
+    labels = torch.cat(labels)
+    samples = [(p.pixels, euler_to_matrix(*label).float(), np.array(p.teacher_boxes[0])) for p, label in zip(photos, labels)]
+    return pose_rows(samples, near, weights, "validation turned")
 
 
 def wider(limit: int | None = None, weights: str | None = None) -> dict[str, float]:
@@ -109,12 +150,14 @@ def cost(size: tuple[int, int], repeats: int, weights: str | None = None) -> dic
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--every", type=int, default=4, help="every n-th AFLW2000 face (4: 493 faces)")
+    p.add_argument("--every", type=int, default=4, help="every n-th face (4: 493 of AFLW2000, 190 of the validation split)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--size", default="640x480")
     p.add_argument("--skip-cost", action="store_true")
     p.add_argument("--skip-aflw", action="store_true")
     p.add_argument("--skip-wider", action="store_true")
+    p.add_argument("--validation", action="store_true", help="the face rows on the validation split of the AFLW training "
+                   "crops (labelled by the teacher) instead of AFLW2000: where settings are chosen")
     p.add_argument("--weights", default=None, help="FPNet weights (default: the packaged ones)")
     p.add_argument("--wider-limit", type=int, default=None, help="the first N WIDER val images (default: all 300)")
     args = p.parse_args(argv)
@@ -124,8 +167,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"cost at {args.size} ({torch.get_num_threads()} threads): plain {1000 * t['plain']:.0f} ms, any_rotation "
               f"{1000 * t['any_rotation']:.0f} ms per image: {t['any_rotation'] / t['plain']:.2f}x", flush=True)
     if not args.skip_aflw:
-        res = aflw2000(args.every, args.weights)
-        print(f"| AFLW2000, every {args.every}th face | faces | found | pose error (geodesic, deg) |")
+        res = validation(args.every, args.weights) if args.validation else aflw2000(args.every, args.weights)
+        which = "validation split of the AFLW training crops" if args.validation else "AFLW2000"
+        print(f"| {which}, every {args.every}th face | faces | found | pose error (geodesic, deg) |")
         print("|---|---|---|---|")
         for name, r in res.items():
             print(f"| {name} | {r['faces']} | {100 * r['found']:.1f}% | {r['error']:.2f} |")
