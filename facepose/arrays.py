@@ -12,7 +12,7 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-__all__ = ["Array", "namespace", "as_like", "to_numpy", "at_least", "norm", "cross"]
+__all__ = ["Array", "namespace", "as_like", "kind_of", "to_numpy", "at_least", "norm", "cross"]
 
 Array = TypeVar("Array", torch.Tensor, np.ndarray)
 
@@ -25,6 +25,11 @@ def namespace(x: Array) -> ModuleType:
 def as_like(values, like: Array) -> Array:
     """``values`` (an array, tensor or sequence) as the kind of ``like``, in its dtype (and, for torch, on its device)."""
     return np.asarray(values, dtype=like.dtype) if isinstance(like, np.ndarray) else torch.as_tensor(values).to(like)
+
+
+def kind_of(values: np.ndarray, like: Array) -> Array:
+    """A numpy array as the kind of ``like``, its dtype kept: itself, or a tensor on ``like``'s device."""
+    return values if isinstance(like, np.ndarray) else torch.from_numpy(values).to(like.device)
 
 
 def to_numpy(t: Array) -> np.ndarray:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .arrays import Array, as_like, namespace, to_numpy
+from .arrays import Array, as_like, kind_of, namespace, to_numpy
 
 __all__ = ["integral_image", "area_bins", "crop_windows", "crop_resize", "cut_crops", "padded_crops", "CONTEXT", "grown",
            "rotate_crops", "turned_crops", "turn_about", "crops_to_uint8"]
@@ -134,7 +134,7 @@ def padded_crops(image: torch.Tensor, boxes: Array, size: int) -> tuple[torch.Te
             piece = F.pad(piece, (max(-x1, 0), max(x2 - width, 0), max(-y1, 0), max(y2 - height, 0)))
         crops.append(F.adaptive_avg_pool2d(piece.contiguous()[None].float(), size))
     crops = torch.cat(crops) if crops else torch.zeros(0, 3, size, size, device=image.device)
-    return crops, (valid if isinstance(boxes, np.ndarray) else torch.from_numpy(valid).to(boxes.device))
+    return crops, kind_of(valid, boxes)
 
 
 CONTEXT = 1.5  # a turned crop is cut from the box grown this much: room for any turn of the box (sqrt 2) and a shift
@@ -184,7 +184,7 @@ def turned_crops(image: torch.Tensor, boxes: Array, angles: Array, size: int) ->
     (numpy or torch, as ``boxes``)."""
     context, valid = padded_crops(image, grown(to_numpy(boxes), CONTEXT), round(size * CONTEXT))
     turned = rotate_crops(context, to_numpy(angles)[valid], size)
-    return turned, (valid if isinstance(boxes, np.ndarray) else torch.from_numpy(valid).to(boxes.device))
+    return turned, kind_of(valid, boxes)
 
 
 def turn_about(points: Array, centres: Array, angles: Array) -> Array:
