@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
+from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -63,13 +64,14 @@ ROWS = {  # row: (detector, angles taken in turn)
 }
 
 
-def pose_rows(samples: list[tuple[np.ndarray, torch.Tensor, np.ndarray]], find, weights: str | None = None,
-              desc: str = "faces turned") -> dict[str, dict]:
-    """Each row of ``ROWS`` on ``samples`` of ``(pixels, label (3, 3), box)``: share found and mean pose error.
-    ``find(faces, box, m)``: the detection of the face in ``box`` of the picture turned by ``m``, or None."""
+def pose_rows(samples: Iterable[tuple[np.ndarray, torch.Tensor, np.ndarray]], total: int, find,
+              weights: str | None = None, desc: str = "faces turned") -> dict[str, dict]:
+    """Each row of ``ROWS`` on ``total`` ``samples`` of ``(pixels, label (3, 3), box)`` (read one at a time): share
+    found and mean pose error. ``find(faces, box, m)``: the detection of the face in ``box`` of the picture turned
+    by ``m``, or None."""
     detectors = {"plain": FacePoseDetector(weights=weights), "any": FacePoseDetector(weights=weights, any_rotation=True)}
     errors: dict[str, list] = {name: [] for name in ROWS}
-    for i, (pixels, label, box) in enumerate(tqdm(samples, desc=desc, unit="face")):
+    for i, (pixels, label, box) in enumerate(tqdm(samples, total=total, desc=desc, unit="face")):
         for name, (which, angles) in ROWS.items():
             angle = angles[i % len(angles)]
             image, m = turned_picture(pixels, angle)
@@ -86,9 +88,10 @@ def pose_rows(samples: list[tuple[np.ndarray, torch.Tensor, np.ndarray]], find, 
 
 def aflw2000(every: int, weights: str | None = None) -> dict[str, dict]:
     """``pose_rows`` on every ``every``-th AFLW2000 face (found: IoU > 0.3 with the turned 68-landmark box)."""
-    samples = [(load_image(s.image), euler_to_matrix(torch.tensor(s.yaw), torch.tensor(s.pitch), torch.tensor(s.roll)).float(),
-                s.box68) for s in load_aflw2000(AFLW2000)[::every]]
-    return pose_rows(samples, lambda faces, box, m: match(faces, turned_box(box, m)), weights, "AFLW2000 turned")
+    faces = load_aflw2000(AFLW2000)[::every]
+    samples = ((load_image(s.image), euler_to_matrix(torch.tensor(s.yaw), torch.tensor(s.pitch), torch.tensor(s.roll)).float(),
+                s.box68) for s in faces)
+    return pose_rows(samples, len(faces), lambda found, box, m: match(found, turned_box(box, m)), weights, "AFLW2000 turned")
 
 
 def near(faces, box: np.ndarray, m: np.ndarray):
@@ -117,8 +120,8 @@ def validation(every: int, weights: str | None = None) -> dict[str, dict]:
             x = np.stack([crop_square(Image.fromarray(p.pixels), p.teacher_boxes[0]) for p in photos[k:k + 32]])
             labels.append(flip_averaged(teacher, torch.from_numpy(x).permute(0, 3, 1, 2).float()))
     labels = torch.cat(labels)
-    samples = [(p.pixels, euler_to_matrix(*label).float(), np.array(p.teacher_boxes[0])) for p, label in zip(photos, labels)]
-    return pose_rows(samples, near, weights, "validation turned")
+    samples = ((p.pixels, euler_to_matrix(*label).float(), np.array(p.teacher_boxes[0])) for p, label in zip(photos, labels))
+    return pose_rows(samples, len(photos), near, weights, "validation turned")
 
 
 def wider(limit: int | None = None, weights: str | None = None) -> dict[str, float]:
