@@ -13,6 +13,12 @@ of Face Mesh gets a head pose. Prints ms per frame, faces per frame and the rati
 pose is from ``detect`` run on each frame alone (mean geodesic angle over the faces both report, matched by
 IoU > 0.5; untimed). Needs mediapipe
 (``requirements-train.txt``).
+
+Each clip is timed in two settings: **searching** (the tracker looks for new faces once every ``--every``
+frames; Face Mesh's ``max_num_faces`` one more than the clip's faces, so its face detector runs on every
+frame, as it does until that many are found) and **at most the clip's faces** (the tracker's ``max_faces`` and
+Face Mesh's ``max_num_faces`` both the clip's number of faces: neither searches while it follows them all;
+Face Mesh's default is one face).
 """
 from __future__ import annotations
 
@@ -33,7 +39,7 @@ from support.clips import ONE_FACE_PHOTO, PHOTO, frames
 class FaceMeshVideo:
     """Face Mesh in video mode with the head rotation of each face found (Procrustes)."""
 
-    def __init__(self, max_faces: int = 2) -> None:
+    def __init__(self, max_faces: int) -> None:
         import mediapipe as mp
 
         from training.mediapipe_teacher import landmarks_to_camera, load_canonical_face, procrustes_rotation
@@ -75,13 +81,15 @@ def pose_difference(tracked: list[list], detector: FacePoseDetector, clip: list[
     return mean(angles), mean(inside), mean(found)
 
 
-def compare(clip: list[np.ndarray], every: int, fps: float = 30.0) -> dict[str, float]:
-    """Mean ms per frame and mean faces per frame of the tracker and of Face Mesh, taking turns per frame, and
-    the tracked pose's difference from ``detect`` on each frame."""
+def compare(clip: list[np.ndarray], every: int, max_faces: int | None, mesh_faces: int,
+            fps: float = 30.0) -> dict[str, float]:
+    """Mean ms per frame and mean faces per frame of the tracker (``max_faces``) and of Face Mesh
+    (``max_num_faces=mesh_faces``), taking turns per frame, and the tracked pose's difference from ``detect`` on
+    each frame."""
     detector = FacePoseDetector()
-    tracker = FacePoseTracker(detector, every=every)
+    tracker = FacePoseTracker(detector, every=every, max_faces=max_faces)
     tracked = []
-    mesh = FaceMeshVideo()
+    mesh = FaceMeshVideo(mesh_faces)
     times: dict[str, list[float]] = {"facepose": [], "facemesh": []}
     faces: dict[str, list[int]] = {"facepose": [], "facemesh": []}
     runs = {"facepose": lambda i, f: tracker.update(f, timestamp=i / fps), "facemesh": lambda i, f: mesh(f)}
@@ -113,16 +121,19 @@ def main(argv: list[str] | None = None) -> None:
     size = tuple(int(v) for v in args.size.split("x"))
     print(f"{args.frames} frames of {args.size}, {torch.get_num_threads()} threads, tracker every={args.every}, "
           f"median of {args.repeats} runs")
-    print("| clip | FacePose tracker ms/frame | faces/frame | Face Mesh (video mode + Procrustes) ms/frame | faces/frame "
-          "| ratio | tracked pose vs detect, degrees (faces inside the frame) | detect: faces/frame |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name, photo in (("one face", ONE_FACE_PHOTO), ("two faces", PHOTO)):
+    print("| clip | setting | FacePose tracker ms/frame | faces/frame | Face Mesh (video mode + Procrustes) ms/frame "
+          "| faces/frame | ratio | tracked pose vs detect, degrees (faces inside the frame) | detect: faces/frame |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, photo, faces in (("one face", ONE_FACE_PHOTO, 1), ("two faces", PHOTO, 2)):
         clip = frames("moving", args.frames, size, photo)
-        runs = sorted((compare(clip, args.every) for _ in range(args.repeats)), key=lambda r: r["ratio"])
-        r = runs[len(runs) // 2]
-        print(f"| {name} | {r['facepose_ms']:.1f} | {r['facepose_faces']:.2f} | {r['facemesh_ms']:.1f} | "
-              f"{r['facemesh_faces']:.2f} | {r['ratio']:.2f} | {r['pose_difference']:.2f} "
-              f"({r['pose_difference_inside']:.2f}) | {r['detect_faces']:.2f} |", flush=True)
+        for limit in (None, faces):
+            setting = f"searching (Face Mesh max_num_faces={faces + 1})" if limit is None else f"max_faces={faces} (both)"
+            runs = sorted((compare(clip, args.every, limit, limit or faces + 1) for _ in range(args.repeats)),
+                          key=lambda r: r["ratio"])
+            r = runs[len(runs) // 2]
+            print(f"| {name} | {setting} | {r['facepose_ms']:.1f} | {r['facepose_faces']:.2f} | {r['facemesh_ms']:.1f} | "
+                  f"{r['facemesh_faces']:.2f} | {r['ratio']:.2f} | {r['pose_difference']:.2f} "
+                  f"({r['pose_difference_inside']:.2f}) | {r['detect_faces']:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

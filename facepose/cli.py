@@ -141,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--every", type=int, default=30, help="search for new faces once every N frames, spread over three of them "
                    "(default: 30: within a second at 30 frames/s; again at once when a face followed for a while is lost, "
                    f"and a part on one frame in {IDLE_EVERY} while no face is known)")
+    v.add_argument("--max-faces", type=int, default=None, metavar="N", help="follow at most N faces (the best first) "
+                   "and search for new ones only while fewer are followed (default: every face)")
     v.add_argument("--no-smooth", action="store_true", help="no smoothing of boxes, landmarks and pose")
     v.add_argument("--threads", type=int, default=None, help="threads the networks use (default: all cores but one, "
                    "which decoding and encoding use: the tracker's small networks gain less from a second core than the "
@@ -187,7 +189,7 @@ def run_video(args: argparse.Namespace) -> int:
     try:
         detector = FacePoseDetector(weights=args.weights, device=args.device, backend=args.backend,
                                     config=config_from_args(args))
-        tracker = FacePoseTracker(detector, every=args.every, smooth=not args.no_smooth)
+        tracker = FacePoseTracker(detector, every=args.every, smooth=not args.no_smooth, max_faces=args.max_faces)
         with tqdm(desc="tracking", unit="frame") as bar:
             summary = annotate_video(src, dest, tracker, progress=lambda n: bar.update(1))
     except (VideoError, WeightsError, ValueError, RuntimeError, ImportError) as e:

@@ -121,16 +121,21 @@ class FacePoseTracker:
         smooth: One Euro smoothing of boxes, landmarks and rotation (default on).
         fps: the frame rate assumed for frames given without a timestamp (frame ``n`` is at ``n / fps`` s), so
             that smoothing does not depend on how fast the machine runs.
+        max_faces: follow at most this many faces (the best detections first), and search for new ones only while
+            fewer are followed, as MediaPipe Face Mesh's ``max_num_faces``: a webcam app for one user sets 1 and
+            pays for no search while its face is followed. ``None`` (default): every face, searched for always.
     """
 
     def __init__(self, detector: FacePoseDetector | None = None, every: int = 30, smooth: bool = True,
-                 fps: float = 30.0) -> None:
+                 fps: float = 30.0, max_faces: int | None = None) -> None:
         if every < 1:
             raise ValueError(f"every must be at least 1, got {every}")
         if not fps > 0:
             raise ValueError(f"fps must be positive, got {fps}")
+        if max_faces is not None and max_faces < 1:
+            raise ValueError(f"max_faces must be at least 1 (or None for every face), got {max_faces}")
         self.detector = detector or FacePoseDetector()
-        self.every, self.smooth, self.fps = every, smooth, fps
+        self.every, self.smooth, self.fps, self.max_faces = every, smooth, fps, max_faces
         self.reset()
 
     def reset(self) -> None:
@@ -160,6 +165,8 @@ class FacePoseTracker:
         self.tracks += [t for _, t in recent]
         found = self._follow(image)  # track index -> (box, score, landmarks, rotation)
         found = {i: f for i, f in found.items() if i < live or not self._duplicate(f[0], found, live)}
+        if self.max_faces is not None:  # the faces followed longest first (live tracks, then lost ones found again)
+            found = {i: found[i] for i in sorted(found)[:self.max_faces]}
         # a face that had been followed for a while (RESTART_AGE frames) and is gone: the search starts again at
         # once (one part a frame, beside the following of the lost face from where its motion takes it); one that
         # flickers at the threshold (a false face most often) waits for the next periodic search
@@ -171,7 +178,9 @@ class FacePoseTracker:
                 self.lost.append((lost_at.get(id(t), self.frame_index), t))
         self.tracks = [t for i, t in enumerate(self.tracks) if i in found]
         found = {k: found[i] for k, i in enumerate(sorted(found))}
-        if self.frame_index == 0:  # the first frame: the whole cascade, every face at once
+        if self.max_faces is not None and len(found) >= self.max_faces:
+            self._pending = []  # as many faces as wanted: no search
+        elif self.frame_index == 0:  # the first frame: the whole cascade, every face at once
             found = self._detect(image, found)
         else:
             idle = not self.tracks  # no face known (all gone): a part of a search on every IDLE_EVERY-th frame
@@ -239,9 +248,11 @@ class FacePoseTracker:
         known = np.stack([f[0] for f in found.values()]).astype(np.float32) if found else None
         d = _numpy(self.detector.detections(image, part, None if known is None else torch.from_numpy(known)))
         overlap = box_overlap(d.boxes, known).max(1) if known is not None and len(d.boxes) else None
-        for k in range(len(d.boxes)):
+        for k in range(len(d.boxes)):  # best first
             if overlap is not None and overlap[k] > KNOWN_IOU:
                 continue
+            if self.max_faces is not None and len(found) >= self.max_faces:
+                break
             self.tracks.append(self._revive(d.boxes[k]) or _Track(-1, d.boxes[k].astype(np.float64)))
             found[len(self.tracks) - 1] = _face(d, k)
         return found

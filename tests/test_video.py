@@ -107,6 +107,10 @@ def test_video_cli_on_a_short_clip(tmp_path):
     assert {f["track_id"] for x in lines for f in x["faces"]} == {1, 2}  # one id per face throughout
     assert set(lines[0]["faces"][0]) == {"track_id", "box", "score", "landmarks", "rotation", "yaw", "pitch", "roll"}
     assert main(["video", str(clip), str(out)]) == 2  # results exist: kept without --overwrite
+    assert main(["video", str(clip), str(out), "--overwrite", "--max-faces", "1"]) == 0
+    lines = [json.loads(x) for x in (tmp_path / "annotated.jsonl").read_text().splitlines()]
+    assert [len(x["faces"]) for x in lines] == [1] * 20 and {x["faces"][0]["track_id"] for x in lines} == {1}
+    assert main(["video", str(clip), str(out), "--overwrite", "--max-faces", "0"]) == 2
 
 
 @needs_photos
@@ -295,3 +299,40 @@ def test_tracker_finds_a_face_in_an_empty_scene():
     first = next(i for i, n in enumerate(seen) if n >= 1)
     assert 12 <= first < 12 + IDLE_EVERY * SEARCH_PARTS, seen
     assert seen[first + IDLE_EVERY * SEARCH_PARTS:] == [sure] * (len(seen) - first - IDLE_EVERY * SEARCH_PARTS), seen
+
+
+@needs_photos
+def test_tracker_with_max_faces_follows_the_best_face_and_stops_searching(monkeypatch):
+    """``max_faces=1`` on the still two-face clip: the best detection of the first frame is followed under one
+    id on every frame, and no search runs while it is (the default tracker searches three frames a cycle). When
+    that face is hidden the search starts again at once and finds a face."""
+    from facepose import FacePoseDetector
+    from facepose.tracker import FacePoseTracker
+    from support.clips import frames
+
+    clip = frames("still", 40, (640, 480))
+    best = FacePoseDetector().detect(clip[0])[0].box
+    tracker = FacePoseTracker(every=10, max_faces=1)
+    calls = []
+    detect = tracker._detect
+    monkeypatch.setattr(tracker, "_detect", lambda image, found, part=None: calls.append(part) or detect(image, found, part))
+    result = [tracker.update(f, timestamp=i / 30) for i, f in enumerate(clip[:25])]
+    assert calls == [None], calls
+    assert all(len(faces) == 1 for faces in result), [len(faces) for faces in result]
+    assert {faces[0].track_id for faces in result} == {1}
+    assert np.allclose(result[0][0].box, best, atol=2)
+    x1, y1, x2, y2 = map(int, best)
+    seen = []
+    for i, frame in enumerate(clip[25:], start=25):
+        frame = frame.copy()
+        frame[max(y1 - 10, 0):y2 + 10, max(x1 - 10, 0):x2 + 10] = 128
+        seen.append([f.track_id for f in tracker.update(frame, timestamp=i / 30)])
+    assert len(calls) > 1 and all(len(ids) <= 1 for ids in seen), (calls, seen)
+    assert any(ids and ids[0] != 1 for ids in seen), seen  # another face, found by the search started again
+
+
+def test_tracker_refuses_a_bad_max_faces():
+    from facepose.tracker import FacePoseTracker
+
+    with pytest.raises(ValueError, match="max_faces"):
+        FacePoseTracker(max_faces=0)
