@@ -196,9 +196,10 @@ class Demo:
         return annotated, figure, rows, str(path), status
 
     def stream(self, frame, min_face_size: float, threshold: float, landmarks: bool, state: dict | None,
-               any_rotation: bool = False):
+               any_rotation: bool = False, main_face: bool = False):
         """One webcam frame -> annotated frame, frame-rate text, this session's state (its tracker and the
-        time of its last frame). Faces are followed from frame to frame (``FacePoseTracker``), pose smoothed."""
+        time of its last frame). Faces are followed from frame to frame (``FacePoseTracker``), pose smoothed;
+        ``main_face``: the best face only, and no search for others while it is followed (``max_faces=1``)."""
         now = time.perf_counter()
         state = state or {"last": None, "tracker": None}
         if frame is None:
@@ -207,6 +208,7 @@ class Demo:
         if state["tracker"] is None:
             state["tracker"] = FacePoseTracker(det)
         state["tracker"].detector = det  # the sliders' settings, the same networks
+        state["tracker"].max_faces = 1 if main_face else None
         pixels = load_image(frame)
         faces = state["tracker"].update(pixels, timestamp=now)
         took = time.perf_counter() - now
@@ -310,10 +312,12 @@ def build_demo(weights: str | None = None, backend: str = "torch", max_video_sec
             with gr.Row():
                 cam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Camera", elem_id="camera")
                 live = InlineImage(label="Annotated stream", elem_id="live", interactive=False)
+            main_face = gr.Checkbox(False, label="Main face only (faster: no search for other faces while it is followed)",
+                                    elem_id="main_face")
             rate = gr.Markdown("", elem_id="rate")
             gr.HTML("<p id='received'></p>")
             session = gr.State(None)
-            cam.stream(demo_state.stream, [cam, min_face, threshold, landmarks, session, any_rotation], [live, rate, session],
+            cam.stream(demo_state.stream, [cam, min_face, threshold, landmarks, session, any_rotation, main_face], [live, rate, session],
                        stream_every=0.05, time_limit=600, concurrency_limit=CAMERAS, api_visibility="private")
         with gr.Tab("Video"):
             gr.Markdown(f"Upload a video (up to {max_video_seconds:.0f} s): faces are followed from frame to frame (one id per face) with "

@@ -215,6 +215,20 @@ def test_live_stream_follows_faces(demo):
     assert [t.track_id for t in state["tracker"].tracks] == [1]
 
 
+@needs_photos
+def test_live_stream_main_face_only(demo):
+    """*Main face only* on a two-face frame: one face tracked (the best), and both again once it is unticked."""
+    frame = np.asarray(Image.open(PHOTOS / "pexels_women_on_phones.jpg").convert("RGB"))
+    state = None
+    for _ in range(3):
+        image, text, state = demo.stream(frame, 20, 0.7, True, state, False, True)
+    assert "**1 face(s)** tracked" in text, text
+    state = None
+    for _ in range(3):
+        image, text, state = demo.stream(frame, 20, 0.7, True, state, False, False)
+    assert "**2 face(s)** tracked" in text, text
+
+
 def test_live_stream_with_any_rotation_follows_a_rolling_head(demo):
     """With *Any rotation* the live tab's tracker follows a head that rolls past upright's reach (10 degrees
     a frame, about the face, through 180), under one id."""
