@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from training.metrics import angle_errors, ap_table, average_precision, pose_table, summary
 
@@ -43,3 +44,21 @@ def test_tables_render_each_row():
                                   "| FPNet | 1.23 | 2.00 | 3.00 | **2.08** | 7 |"]
     assert pose_table([("FPNet", row)], faces=False).splitlines()[2] == "| FPNet | 1.23 | 2.00 | 3.00 | **2.08** |"
     assert ap_table([("O-Net", 0.80759)]).splitlines()[-1] == "| O-Net | 0.8076 |"
+
+
+def test_near_profile_a_small_rotation_error_is_a_large_pitch_and_roll_error():
+    """``geodesic_errors`` measures the rotation itself: at 85 degrees of yaw a rotation 3 degrees off the true one
+    about the camera's axis reads as pitch and roll errors of tens of degrees, and ``by_yaw`` keeps both."""
+    from facepose.rotation import euler_to_matrix, matrix_to_euler
+    from training.evaluate import by_yaw, geodesic_errors
+
+    t = lambda *v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+    truth = np.array([[85.0, 10.0, 5.0], [10.0, 0.0, 0.0]])
+    turn = euler_to_matrix(t(0.0), t(0.0), t(3.0))  # 3 degrees about the camera's z axis
+    found = turn @ euler_to_matrix(t(*truth[:, 0]), t(*truth[:, 1]), t(*truth[:, 2]))
+    geodesic = geodesic_errors(found.numpy(), truth)
+    assert geodesic == pytest.approx([3.0, 3.0], abs=1e-6)
+    errors = angle_errors(matrix_to_euler(found).numpy(), truth)
+    assert errors[0, 1] > 10 and errors[0, 2] > 10 and errors[1, 1:].max() < 3.5, errors
+    rows = by_yaw(truth, errors, [0, 1], {}, 0.7, geodesic)["table"]
+    assert [r["geodesic"] for r in rows if r["found"]] == pytest.approx([3.0, 3.0])

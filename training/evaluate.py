@@ -24,7 +24,7 @@ from facepose.config import DetectorConfig
 from facepose.crops import cut_crops, integral_image
 from facepose.image import load_image
 from facepose.nets import face_probability
-from facepose.rotation import matrix_to_euler, sixd_to_matrix
+from facepose.rotation import euler_to_matrix, geodesic_distance, matrix_to_euler, sixd_to_matrix
 from facepose.weights import WEIGHTS_DIR, load_last_stage
 from support.paths import AFLW2000, PHOTOS, WIDER_VAL
 from support.timing import alternated
@@ -36,7 +36,7 @@ from .metrics import aflw2000_rows, angle_errors, ap_table, average_precision, c
 from .sources import read_wider_boxes, small_faces
 from .teacher import find_whenet_h5, flip_averaged, load_whenet
 
-__all__ = ["evaluate_aflw2000", "wider_crops", "wider_ap", "speed", "markdown", "main"]
+__all__ = ["evaluate_aflw2000", "geodesic_errors", "by_yaw", "wider_crops", "wider_ap", "speed", "markdown", "main"]
 
 
 def _matches(boxes: torch.Tensor, gt: np.ndarray) -> torch.Tensor:
@@ -75,7 +75,7 @@ def evaluate_aflw2000(detector: FacePoseDetector, fpnet, teacher, root: Path, li
     the faces both find."""
     samples = load_aflw2000(root)[:limit]
     truth = np.stack([s.angles for s in samples])
-    e2e_pred, e2e_single, e2e_idx, crop_pred, teach_pred, teach_flip = [], [], [], [], [], []
+    e2e_pred, e2e_single, e2e_idx, crop_pred, teach_pred, teach_flip, e2e_rot = [], [], [], [], [], [], []
     mesh_peer, mesh_teacher = [], []  # (3, 3) rotations or None per face
     batch_t, lost = [], {}
     single = detector.replace(flip_pose=False)
@@ -88,6 +88,7 @@ def evaluate_aflw2000(detector: FacePoseDetector, fpnet, teacher, root: Path, li
             k = int(ok[0])  # best scoring match
             f, g = faces[k], single.detect(pixels)[k]  # the same faces: flipping changes the pose only
             e2e_pred.append([f.yaw, f.pitch, f.roll])
+            e2e_rot.append(f.rotation)
             e2e_single.append([g.yaw, g.pitch, g.roll])
             e2e_idx.append(i)
         else:
@@ -121,7 +122,8 @@ def evaluate_aflw2000(detector: FacePoseDetector, fpnet, teacher, root: Path, li
         "teacher_on_detected": summary(teach[e2e_idx]),
         "teacher": summary(teach),
         "teacher_flip_averaged": summary(teach_f),
-        "by_yaw": by_yaw(truth, e2e, e2e_idx, lost, detector.config.fpnet_threshold),
+        "by_yaw": by_yaw(truth, e2e, e2e_idx, lost, detector.config.fpnet_threshold,
+                         geodesic_errors(np.array(e2e_rot).reshape(-1, 3, 3), truth[e2e_idx])),
     }
 
 
@@ -204,13 +206,24 @@ YAW_TABLE_EDGES = (0, 30, 60, 75, 100)  # the model card's bins of |yaw| (AFLW20
 YAW_PLOT_EDGES = tuple(range(0, 101, 10))  # the plot's
 
 
+def geodesic_errors(rotations: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """``(N, 3, 3)`` rotations found and ``(N, 3)`` true yaw, pitch, roll -> ``(N,)`` angles (degrees) between each
+    rotation and the true one: the error of the head's orientation itself, whatever the Euler angles make of it."""
+    t = torch.from_numpy(np.asarray(truth, dtype=np.float64))
+    true = euler_to_matrix(t[:, 0], t[:, 1], t[:, 2])
+    return torch.rad2deg(geodesic_distance(torch.from_numpy(np.asarray(rotations, dtype=np.float64)), true)).numpy()
+
+
 def by_yaw(truth: np.ndarray, e2e: np.ndarray, e2e_idx: list[int], lost: dict[int, tuple[str, float]],
-           threshold: float) -> dict:
-    """Per bin of the true |yaw|: faces, the share found, the mean error per axis of those found, and where the
-    missed ones were lost (``where_lost``), for the table (``YAW_TABLE_EDGES``) and the plot (``YAW_PLOT_EDGES``)."""
+           threshold: float, geodesic: np.ndarray | None = None) -> dict:
+    """Per bin of the true |yaw|: faces, the share found, the mean error per axis of those found (and, given their
+    ``geodesic`` errors, the mean angle between the rotation found and the true one), and where the missed ones
+    were lost (``where_lost``), for the table (``YAW_TABLE_EDGES``) and the plot (``YAW_PLOT_EDGES``)."""
     yaw = np.abs(truth[:, 0])
-    errors = np.full((len(truth), 3), np.nan)
-    errors[e2e_idx] = e2e
+    errors = np.full((len(truth), 4), np.nan)
+    errors[e2e_idx, :3] = e2e
+    if geodesic is not None:
+        errors[e2e_idx, 3] = geodesic
     out = {}
     for name, edges in (("table", YAW_TABLE_EDGES), ("plot", YAW_PLOT_EDGES)):
         rows = []
@@ -221,6 +234,7 @@ def by_yaw(truth: np.ndarray, e2e: np.ndarray, e2e_idx: list[int], lost: dict[in
             stages = [lost[i] for i in inside if i in lost]
             rows.append({"from": lo, "to": hi, "faces": int(len(inside)), "found": int(found.sum()),
                          **{axis: float(err[found, k].mean()) if found.any() else None for k, axis in enumerate(("yaw", "pitch", "roll"))},
+                         **({"geodesic": float(err[found, 3].mean()) if found.any() else None} if geodesic is not None else {}),
                          **{f"lost_at_{stage}": sum(1 for s, _ in stages if s == stage) for stage in ("pnet", "rnet", "fpnet")},
                          "lost_scores": sorted(round(v, 3) for s, v in stages if s == "fpnet")})
         out[name] = rows

@@ -90,15 +90,16 @@ def yaw_section(m: dict) -> str:
     if not b:
         return ""
     c = (m.get("compare") or {}).get("by_yaw")
-    head = "| \\|yaw\\| | faces | found | yaw | pitch | roll |"
+    geodesic = "geodesic" in b["table"][0]
+    head = "| \\|yaw\\| | faces | found | yaw | pitch | roll |" + (" rotation |" if geodesic else "")
     note = ""
     if c:
         head += f" {m['compare']['name']}: found | yaw | pitch | roll |"
         note = f"\n\n{m['compare']['note']}"
-    lines = [head, "|---" * (10 if c else 6) + "|"]
+    lines = [head, "|---" * (6 + geodesic + (4 if c else 0)) + "|"]
     for k, r in enumerate(b["table"]):
         row = (f"| {r['from']}-{r['to'] if r['to'] < 100 else 99} | {r['faces']} | {100 * r['found'] / max(r['faces'], 1):.1f}% | "
-               f"{_cell(r['yaw'])} | {_cell(r['pitch'])} | {_cell(r['roll'])} |")
+               f"{_cell(r['yaw'])} | {_cell(r['pitch'])} | {_cell(r['roll'])} |" + (f" {_cell(r['geodesic'])} |" if geodesic else ""))
         if c:
             o = c["table"][k]
             row += f" {100 * o['found'] / max(o['faces'], 1):.1f}% | {_cell(o['yaw'])} | {_cell(o['pitch'])} | {_cell(o['roll'])} |"
@@ -112,8 +113,12 @@ def yaw_section(m: dict) -> str:
     if scores:
         where += (f": its best score on those faces has a median of {scores[len(scores) // 2]:.2f} against the threshold "
                   f"of {b['fpnet_threshold']:.2f}, and {near} of them score 0.5 or more")
-    return ("Mean absolute error in degrees of the faces found, end to end, per bin of the true |yaw|:" + note + "\n\n"
-            + "\n".join(lines) + "\n\n" + where + ".\n")
+    rotation = ("" if not geodesic else " *rotation* is the mean angle between the rotation found and the true one. Near 90 "
+                "degrees of yaw, pitch and roll turn about nearly the same axis (gimbal lock): a rotation close to the true "
+                "one can still be far off in pitch and in roll, in opposite senses, so beyond 75 degrees the per-axis errors "
+                "overstate how far the head's orientation is off.")
+    return ("Mean absolute error in degrees of the faces found, end to end, per bin of the true |yaw|." + rotation + note
+            + "\n\n" + "\n".join(lines) + "\n\n" + where + ".\n")
 
 
 def plot(m: dict, path: Path) -> None:
