@@ -113,10 +113,11 @@ def yaw_section(m: dict) -> str:
     if scores:
         where += (f": its best score on those faces has a median of {scores[len(scores) // 2]:.2f} against the threshold "
                   f"of {b['fpnet_threshold']:.2f}, and {near} of them score 0.5 or more")
-    rotation = ("" if not geodesic else " *rotation* is the mean angle between the rotation found and the true one. Near 90 "
-                "degrees of yaw, pitch and roll turn about nearly the same axis (gimbal lock): a rotation close to the true "
-                "one can still be far off in pitch and in roll, in opposite senses, so beyond 75 degrees the per-axis errors "
-                "overstate how far the head's orientation is off.")
+    rotation = ("" if not geodesic else " *rotation* is the mean angle between the rotation found and the true one, the three "
+                "axes in one angle (larger than each axis's error where those are independent). Near 90 degrees of yaw, "
+                "pitch and roll turn about nearly the same axis (gimbal lock): a rotation close to the true one can be far "
+                "off in pitch and in roll, in opposite senses, and where pitch and roll each err more than the rotation "
+                "itself, that is what their errors measure.")
     return ("Mean absolute error in degrees of the faces found, end to end, per bin of the true |yaw|." + rotation + note
             + "\n\n" + "\n".join(lines) + "\n\n" + where + ".\n")
 
