@@ -50,7 +50,8 @@ def test_near_profile_a_small_rotation_error_is_a_large_pitch_and_roll_error():
     """``geodesic_errors`` measures the rotation itself: at 85 degrees of yaw a rotation 3 degrees off the true one
     about the camera's axis reads as pitch and roll errors of tens of degrees, and ``by_yaw`` keeps both."""
     from facepose.rotation import euler_to_matrix, matrix_to_euler
-    from training.evaluate import by_yaw, geodesic_errors
+    from training.evaluate import by_yaw
+    from training.metrics import geodesic_errors
 
     t = lambda *v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
     truth = np.array([[85.0, 10.0, 5.0], [10.0, 0.0, 0.0]])

@@ -24,7 +24,7 @@ from facepose.config import DetectorConfig
 from facepose.crops import cut_crops, integral_image
 from facepose.image import load_image
 from facepose.nets import face_probability
-from facepose.rotation import euler_to_matrix, geodesic_distance, matrix_to_euler, sixd_to_matrix
+from facepose.rotation import matrix_to_euler, sixd_to_matrix
 from facepose.weights import WEIGHTS_DIR, load_last_stage
 from support.paths import AFLW2000, PHOTOS, WIDER_VAL
 from support.timing import alternated
@@ -32,11 +32,11 @@ from support.timing import alternated
 from .aflw2000 import crop_square, load_aflw2000, teacher_box
 from .labels import teacher_labels
 from .mediapipe_teacher import FaceMeshTeacher
-from .metrics import aflw2000_rows, angle_errors, ap_table, average_precision, common_table, pose_table, summary
+from .metrics import aflw2000_rows, angle_errors, ap_table, average_precision, common_table, geodesic_errors, pose_table, summary
 from .sources import read_wider_boxes, small_faces
 from .teacher import find_whenet_h5, flip_averaged, load_whenet
 
-__all__ = ["evaluate_aflw2000", "geodesic_errors", "by_yaw", "wider_crops", "wider_ap", "speed", "markdown", "main"]
+__all__ = ["evaluate_aflw2000", "by_yaw", "wider_crops", "wider_ap", "speed", "markdown", "main"]
 
 
 def _matches(boxes: torch.Tensor, gt: np.ndarray) -> torch.Tensor:
@@ -204,14 +204,6 @@ def speed(weights: Path, photos: Path, repeats: int = 5) -> dict:
 
 YAW_TABLE_EDGES = (0, 30, 60, 75, 100)  # the model card's bins of |yaw| (AFLW2000's faces reach 99 degrees)
 YAW_PLOT_EDGES = tuple(range(0, 101, 10))  # the plot's
-
-
-def geodesic_errors(rotations: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """``(N, 3, 3)`` rotations found and ``(N, 3)`` true yaw, pitch, roll -> ``(N,)`` angles (degrees) between each
-    rotation and the true one: the error of the head's orientation itself, whatever the Euler angles make of it."""
-    t = torch.from_numpy(np.asarray(truth, dtype=np.float64))
-    true = euler_to_matrix(t[:, 0], t[:, 1], t[:, 2])
-    return torch.rad2deg(geodesic_distance(torch.from_numpy(np.asarray(rotations, dtype=np.float64)), true)).numpy()
 
 
 def by_yaw(truth: np.ndarray, e2e: np.ndarray, e2e_idx: list[int], lost: dict[int, tuple[str, float]],

@@ -1,4 +1,4 @@
-"""Measures and their tables: angle errors (yaw wrapped), per-axis summaries, detection AP, and the
+"""Measures and their tables: angle errors (yaw wrapped), geodesic errors, per-axis summaries, detection AP, and the
 Markdown tables that ``training.evaluate`` prints and ``training.model_card`` puts in the card."""
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import numpy as np
 import torch
 
 from facepose.boxes import box_overlap
+from facepose.rotation import euler_to_matrix, geodesic_distance
 
-__all__ = ["angle_errors", "summary", "average_precision", "pose_table", "ap_table", "aflw2000_rows", "common_table"]
+__all__ = ["angle_errors", "geodesic_errors", "summary", "average_precision", "pose_table", "ap_table", "aflw2000_rows", "common_table"]
 
 
 def angle_errors(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
@@ -20,6 +21,14 @@ def angle_errors(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
     d = np.abs(np.asarray(pred, dtype=np.float64) - np.asarray(true, dtype=np.float64))
     d[:, 0] = np.minimum(d[:, 0], 360 - d[:, 0])
     return d
+
+
+def geodesic_errors(rotations: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """``(N, 3, 3)`` rotations found and ``(N, 3)`` true yaw, pitch, roll -> ``(N,)`` angles (degrees) between each
+    rotation and the true one: the error of the head's orientation itself, whatever the Euler angles make of it."""
+    t = torch.from_numpy(np.asarray(truth, dtype=np.float64))
+    true = euler_to_matrix(t[:, 0], t[:, 1], t[:, 2])
+    return torch.rad2deg(geodesic_distance(torch.from_numpy(np.asarray(rotations, dtype=np.float64)), true)).numpy()
 
 
 def summary(errors: np.ndarray) -> dict:
