@@ -1,6 +1,6 @@
 """Live video: FacePose's tracker against MediaPipe Face Mesh in video mode, on the same frames, in one process.
 
-    python -m benchmarks.live [--frames 150] [--size 640x480] [--every 30] [--repeats 3]
+    python -m benchmarks.live [--frames 150] [--size 640x480] [--every 30] [--repeats 3] [--threads N]
 
 The clips are cut from real photos of ``../shared/data/photos`` (``support.clips``, kind "moving": panned,
 zoomed and turned slowly, as a webcam drifts): one face (``ONE_FACE_PHOTO``) and two faces (``PHOTO``).
@@ -117,7 +117,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--size", default="640x480")
     p.add_argument("--every", type=int, default=30, help="the tracker's search for new faces once every N frames")
     p.add_argument("--repeats", type=int, default=3, help="runs of each clip; the run with the median ratio is shown")
+    p.add_argument("--threads", type=int, default=None, help="threads torch uses (default: torch's own, one per core)")
     args = p.parse_args(argv)
+    if args.threads is not None:
+        if args.threads < 1:
+            p.error(f"--threads must be at least 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     size = tuple(int(v) for v in args.size.split("x"))
     print(f"{args.frames} frames of {args.size}, {torch.get_num_threads()} threads, tracker every={args.every}, "
           f"median of {args.repeats} runs")
