@@ -21,7 +21,7 @@ from .config import DetectorConfig
 from .crops import cut_crops, integral_image, padded_crops, turn_about, turned_crops
 from .nets import CascadeNets, ONet, PNet, RNet, face_probability, select_rows
 from .pyramid import pyramid_level, pyramid_scales
-from .rotation import matrix_to_sixd, mirror_matrix, sixd_to_matrix, turn_rotations
+from .rotation import in_plane_angle, matrix_to_sixd, mirror_matrix, sixd_to_matrix, turn_rotations
 
 __all__ = ["STAGES", "Proposals", "Detections", "CascadeRun", "normalize", "pyramid_levels", "propose",
            "propose_levels", "pyramid_part", "decode_level", "merge_levels", "refine", "last_stage_input", "finish", "finish_crops",
@@ -37,6 +37,11 @@ RECUT_LEAN = 20.0
 # each turned by the lean read so far plus what the head still sees in the last crop (chosen on the validation
 # split of the training crops: pose error upside down 13.3, 12.2 and 10.6 degrees with 1, 2 and 3 cuts).
 RECUT_STEPS = 3
+# A followed face whose last in-plane angle is within this of upright is cut upright (a quarter of a turned crop's
+# pixels, no resampling); one further is cut turned by it. Well inside ``RECUT_LEAN``, so a face near a detection's
+# recut lean is cut the same way on every frame (chosen on ``benchmarks.live``'s clips: of 10, 20 and every face
+# turned, 10 gives the tracked pose closest to ``detect``'s).
+UPRIGHT_FOLLOW = 10.0
 # A candidate overlapping a face already known (a tracker's followed face) by more IoU than this is that face
 KNOWN_IOU = 0.3
 
@@ -381,6 +386,28 @@ def _turned_back(boxes: Array, around: Array, angles: Array) -> Array:
     return namespace(boxes).concatenate((centre - half, centre + half), axis=1)
 
 
+def _follow_crops(image: torch.Tensor, boxes: torch.Tensor, angles: np.ndarray | None) -> tuple[torch.Tensor, np.ndarray]:
+    """48x48 crops of ``boxes (N, 4)``: turned by ``angles (N,)`` degrees (``crops.turned_crops``), upright where
+    the angle is 0 or ``angles`` is None (``crops.padded_crops``: a quarter of a turned crop's pixels, no
+    resampling). Returns the crops of the boxes with a window and the ``(N,)`` numpy mask of which those are."""
+    turned = np.zeros(len(boxes), bool) if angles is None else angles != 0
+    if not turned.any():
+        crops, valid = padded_crops(image, boxes, 48)
+        return crops, to_numpy(valid)
+    if turned.all():
+        crops, valid = turned_crops(image, boxes, angles, 48)
+        return crops, to_numpy(valid)
+    windows = to_numpy(boxes)
+    upright, valid_upright = padded_crops(image, windows[~turned], 48)
+    tilted, valid_turned = turned_crops(image, windows[turned], angles[turned], 48)
+    valid = np.zeros(len(boxes), bool)
+    valid[~turned], valid[turned] = valid_upright, valid_turned
+    crops = upright.new_empty((int(valid.sum()),) + upright.shape[1:])
+    at = torch.from_numpy(turned[valid]).to(crops.device)
+    crops[~at], crops[at] = upright, tilted
+    return crops, valid
+
+
 def follow(nets: CascadeNets, image: torch.Tensor, boxes: torch.Tensor, config: DetectorConfig,
            flip_pose: bool | None = None, angles: torch.Tensor | None = None,
            corrections: torch.Tensor | None = None) -> tuple[torch.Tensor, Detections, torch.Tensor | None]:
@@ -395,9 +422,11 @@ def follow(nets: CascadeNets, image: torch.Tensor, boxes: torch.Tensor, config: 
     FPNet's orientation head sees leaning is read upright, as in ``finish_crops`` (``upright_pose``), so a
     followed face gets the pose a detection gives it.
 
-    ``angles (N,)``: each face's last in-plane angle (``rotation.in_plane_angle``), in degrees. Its crops are
-    then cut turned by it (``crops.turned_crops``) so that FPNet sees the face upright (PCN's idea), and its
-    box, landmarks and rotation are turned back into the image. ``None``: upright crops.
+    ``angles (N,)``: each face's last in-plane angle (``rotation.in_plane_angle``), in degrees. A face leaning
+    more than ``UPRIGHT_FOLLOW`` is then cut turned by it (``crops.turned_crops``) so that FPNet sees it upright
+    (PCN's idea), and its box, landmarks and rotation are turned back into the image; the others are cut
+    upright (one that leans more than ``RECUT_LEAN`` in it, a sudden roll, is read upright as a detection reads
+    it). ``None``: upright crops, a leaning face read upright as in ``finish_crops``.
 
     ``corrections (N, 3, 3)``: each face's mirror correction measured on an earlier frame (returned by a call
     with the mirrored pass): this call skips the mirrored crops and reads each rotation from the crop alone,
@@ -413,10 +442,10 @@ def follow(nets: CascadeNets, image: torch.Tensor, boxes: torch.Tensor, config: 
     """
     flip = (config.flip_pose if flip_pose is None else flip_pose) and nets.fpnet.has_rotation and corrections is None
     device = boxes.device
-    if angles is None:
-        crops, valid = padded_crops(image, boxes, 48)
-    else:
-        crops, valid = turned_crops(image, boxes, angles, 48)
+    if angles is not None:  # a face within UPRIGHT_FOLLOW of upright is cut upright, as a detection cuts it
+        angles = to_numpy(angles).astype(np.float32)
+        angles = np.where(np.abs(angles) > UPRIGHT_FOLLOW, angles, np.float32(0))
+    crops, valid = _follow_crops(image, boxes, angles)
     valid = to_numpy(valid)
     index = np.nonzero(valid)[0]
     if not len(index):
@@ -450,8 +479,16 @@ def follow(nets: CascadeNets, image: torch.Tensor, boxes: torch.Tensor, config: 
             if bool((lean.abs() > RECUT_LEAN).any()):
                 rotations = to_numpy(upright_pose(fpnet, image, torch.from_numpy(found[kept]).to(device), lean,
                                                   torch.from_numpy(rotations).to(device), flip))
+        elif angles is not None and k:  # a face cut upright that leans beyond UPRIGHT_FOLLOW now (a sudden roll)
+            lean = np.where(angles[index[kept]] == 0, in_plane_angle(rotations), 0).astype(np.float32)
+            again = np.nonzero(np.abs(lean) > UPRIGHT_FOLLOW)[0]
+            if len(again):  # is read from a crop turned by it at once, as the next frame would read it
+                redo = follow(nets, image, boxes[torch.from_numpy(index[kept][again]).to(device)], config, flip_pose,
+                              torch.from_numpy(lean[again]), None if corrections is None else corrections[index[kept][again]])
+                rotations = rotations.copy()
+                rotations[again[to_numpy(redo[0])]] = to_numpy(redo[1].rotations)  # in the image, as these crops
     if angles is not None:  # from the turned crops back into the image
-        turn = to_numpy(angles).astype(np.float32)[index]
+        turn = angles[index]
         found = _turned_back(found, windows, turn)
         marks = turn_about(marks, (windows[:, :2] + windows[:, 2:]) / 2, turn)
         rotations = turn_rotations(rotations, -turn[stays]) if rotations.size else rotations

@@ -11,8 +11,8 @@ part a frame.
 On every frame, each known face is refined from where it was: its last box, moved half its last step on,
 goes through FPNet alone (``FacePoseDetector.follow``: all faces in one batch, no pyramid, no R-Net, and
 no NMS between faces, so a face keeps its id when another crosses it), its crop cut turned by the face's last
-in-plane angle, so FPNet sees it upright (PCN's idea) and a head that rolls keeps its track. While that window moves less than
-``HOLD`` of its side, the crop is cut where it was: a still head is cut from the same pixels, so its pose
+in-plane angle where it leans (``cascade.UPRIGHT_FOLLOW``), so FPNet sees it upright (PCN's idea) and a head
+that rolls keeps its track. While that window moves less than ``HOLD`` of its side, the crop is cut where it was: a still head is cut from the same pixels, so its pose
 does not jitter with its box. A face whose crop FPNet no longer accepts is lost, and its track ends. The
 flip average of the pose (the crop and its mirror image) runs its mirrored pass on one frame in
 ``MIRROR_EVERY`` (and on every frame a face is cut by the frame's edge); the frames between correct the crop's
@@ -89,7 +89,7 @@ class _Track:
     first_scores: list[float] = field(default_factory=list)  # its scores until it is confirmed
     confirmed: bool = False  # reported (a sure detection, or followed long enough with a high enough score)
     score: float = 0.0
-    angle: float = 0.0  # the face's last in-plane angle (degrees): its crops are cut turned by it
+    angle: float = 0.0  # the face's last in-plane angle (degrees): its crops are cut turned by it (beyond 10)
     correction: np.ndarray | None = None  # its last mirror correction (3, 3), float32
     missed: int = 0  # frames since it was last seen (a lost track is still looked for where it should be now)
     age: int = 0  # frames it has been reported
@@ -109,7 +109,7 @@ class FacePoseTracker:
     """Follows faces through a video: ``update(frame, timestamp) -> list[TrackedFace]``.
 
     It uses the detector's public steps only: ``prepare`` a frame, ``detections`` (the whole cascade) and
-    ``follow`` (known faces through FPNet alone, each cut turned by its last in-plane angle). With the
+    ``follow`` (known faces through FPNet alone, each cut turned by its last in-plane angle beyond 10 degrees). With the
     detector's ``any_rotation``, the full detections search every quarter turn, so a face is found at any roll.
 
     Args:
@@ -220,8 +220,8 @@ class FacePoseTracker:
             if t.window is not None and not t.missed and np.abs(g - t.window).max() < HOLD * (g[2] - g[0]):
                 guess[k] = t.window
             t.window = guess[k].copy()
-        # each face is cut turned by its last in-plane angle, so FPNet sees it upright (PCN's idea): a face that
-        # leans is read upright in one crop, without a detection's second, turned crop (``cascade.upright_pose``)
+        # a leaning face is cut turned by its last in-plane angle, so FPNet sees it upright (PCN's idea): it
+        # is read upright in one crop, without a detection's second, turned crop (``cascade.upright_pose``)
         turn = self.detector.config.any_rotation or self.detector.pose_available
         angles = torch.tensor([t.angle for t in self.tracks], dtype=torch.float32) if turn else None
         # a face cut by the frame's edge changes in its crop from frame to frame: its correction would be stale
