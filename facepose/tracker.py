@@ -12,11 +12,11 @@ On every frame, each known face is refined from where it was: its last box, move
 goes through FPNet alone (``FacePoseDetector.follow``: all faces in one batch, no pyramid, no R-Net, and
 no NMS between faces, so a face keeps its id when another crosses it), its crop cut turned by the face's last
 in-plane angle where it leans (``cascade.UPRIGHT_FOLLOW``), so FPNet sees it upright (PCN's idea) and a head
-that rolls keeps its track. While that window moves less than ``HOLD`` of its side, the crop is cut where it was: a still head is cut from the same pixels, so its pose
-does not jitter with its box. A face whose crop FPNet no longer accepts is lost, and its track ends. The
-flip average of the pose (the crop and its mirror image) runs its mirrored pass on one frame in
-``MIRROR_EVERY`` (and on every frame a face is cut by the frame's edge); the frames between correct the crop's
-rotation by what the mirrored pass changed last (``cascade.follow``'s mirror corrections).
+that rolls keeps its track. While that window moves less than ``HOLD`` of its side, the crop is cut where it
+was: a still head is cut from the same pixels, so its pose does not jitter with its box. A face whose crop
+FPNet no longer accepts is lost, and its track ends. The flip average of the pose (the crop and its mirror
+image) runs its mirrored pass on one frame in ``MIRROR_EVERY`` (and on every frame a face is cut by the frame's
+edge); the frames between correct the crop's rotation by what the mirrored pass changed last (``cascade.follow``'s mirror corrections).
 
 A new face is reported at once when its detection is sure (``SURE_SCORE``); a less sure one only once it has
 been followed ``CONFIRM_FRAMES`` frames with a mean score of ``CONFIRM_SCORE`` or more, and otherwise
