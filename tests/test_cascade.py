@@ -156,6 +156,38 @@ def test_follow_keeps_known_faces_and_drops_an_empty_window(nets, image, detecto
     assert not torch.allclose(single, twin.rotations, atol=1e-3)  # the correction does something
 
 
+@needs_photos
+def test_follow_cuts_a_nearly_upright_face_upright_and_a_leaning_one_turned(nets, image):
+    """A tracker passes each face's last in-plane angle: within ``UPRIGHT_FOLLOW`` of upright the crop is the
+    upright one (the same reading as no angle), beyond it the crop is turned and the rotation turned back; a face
+    cut upright that reads beyond it (a sudden roll) is read again turned by what it reads."""
+    from facepose.boxes import square
+    from facepose.cascade import UPRIGHT_FOLLOW
+    from facepose.crops import turned_crops
+    from facepose.rotation import in_plane_angle
+
+    config = DetectorConfig()
+    windows = square(run_cascade(nets, image, config).detections.boxes).detach()
+    plain = follow(nets, image, windows, config)[1]
+    leans = in_plane_angle(plain.rotations)
+    assert float(leans.abs().max()) < UPRIGHT_FOLLOW  # the class photo's faces stand upright
+    small = follow(nets, image, windows, config, angles=torch.full((len(windows),), UPRIGHT_FOLLOW / 2))[1]
+    assert torch.allclose(small.boxes, plain.boxes, atol=1e-3) and torch.allclose(small.rotations, plain.rotations, atol=1e-6)
+    turned = follow(nets, image, windows, config, angles=torch.full((len(windows),), 30.0))[1]
+    assert not torch.allclose(turned.rotations, plain.rotations, atol=1e-3)  # another crop, the same heads:
+    assert float(torch.rad2deg(geodesic_distance(turned.rotations, plain.rotations)).max()) < 12
+    # the photo turned by 50 degrees about a face's centre, that face followed with its upright angle: read again
+    # (read from the upright crop alone, the lean stops short, at about 42 degrees)
+    side = round(float(windows[0, 2] - windows[0, 0]))
+    centre = (windows[0, :2] + windows[0, 2:]) / 2
+    around = torch.cat((centre - 1.5 * side, centre + 1.5 * side))[None]
+    picture, _ = turned_crops(image, around, torch.tensor([50.0]), 3 * side)  # 3 sides wide, the face in the middle
+    window = torch.tensor([[side, side, 2 * side, 2 * side]], dtype=torch.float32)
+    upright = float(in_plane_angle(follow(nets, picture, window, config, angles=torch.zeros(1))[1].rotations)[0])
+    once = float(in_plane_angle(follow(nets, picture, window, config, angles=torch.tensor([upright]))[1].rotations)[0])
+    assert abs(upright - once) < 1.5 and abs(upright - (float(leans[0]) - 50)) < 4  # counter-clockwise: negative
+
+
 @pytest.mark.parametrize("height, width", [(575, 767), (286, 382), (101, 100), (120, 121)])
 def test_pnet_pooling_equals_max_pool_bit_for_bit(height, width):
     """P-Net's 2x2 max pooling of large maps (strided maxima, ceil mode) is torch's MaxPool2d exactly."""
