@@ -67,8 +67,8 @@ ROWS = {  # row: (detector, angles taken in turn)
 def pose_rows(samples: Iterable[tuple[np.ndarray, torch.Tensor, np.ndarray]], total: int, find,
               weights: str | None = None, desc: str = "faces turned") -> dict[str, dict]:
     """Each row of ``ROWS`` on ``total`` ``samples`` of ``(pixels, label (3, 3), box)`` (read one at a time): share
-    found and mean pose error. ``find(faces, box, m)``: the detection of the face in ``box`` of the picture turned
-    by ``m``, or None."""
+    found, mean and median pose error, and how many faces found are over 90 degrees off. ``find(faces, box, m)``:
+    the detection of the face in ``box`` of the picture turned by ``m``, or None."""
     detectors = {"plain": FacePoseDetector(weights=weights), "any": FacePoseDetector(weights=weights, any_rotation=True)}
     errors: dict[str, list] = {name: [] for name in ROWS}
     for i, (pixels, label, box) in enumerate(tqdm(samples, total=total, desc=desc, unit="face")):
@@ -81,9 +81,12 @@ def pose_rows(samples: Iterable[tuple[np.ndarray, torch.Tensor, np.ndarray]], to
                 want = turn_rotations(label[None], torch.tensor([float(angle)]))
                 error = math.degrees(geodesic_distance(torch.tensor(face.rotation)[None], want)[0])
             errors[name].append(error)
-    return {name: {"faces": len(e), "found": sum(x is not None for x in e) / len(e),
-                   "error": statistics.mean(x for x in e if x is not None) if any(x is not None for x in e) else math.nan}
-            for name, e in errors.items()}
+    out = {}
+    for name, e in errors.items():
+        found = [x for x in e if x is not None]
+        out[name] = {"faces": len(e), "found": len(found) / len(e), "error": statistics.mean(found) if found else math.nan,
+                     "median": statistics.median(found) if found else math.nan, "flipped": sum(x > 90 for x in found)}
+    return out
 
 
 def aflw2000(every: int, weights: str | None = None) -> dict[str, dict]:
@@ -172,10 +175,10 @@ def main(argv: list[str] | None = None) -> None:
     if not args.skip_aflw:
         res = validation(args.every, args.weights) if args.validation else aflw2000(args.every, args.weights)
         which = "validation split of the AFLW training crops" if args.validation else "AFLW2000"
-        print(f"| {which}, every {args.every}th face | faces | found | pose error (geodesic, deg) |")
-        print("|---|---|---|---|")
+        print(f"| {which}, every {args.every}th face | faces | found | pose error (geodesic, deg) | median | over 90 off |")
+        print("|---|---|---|---|---|---|")
         for name, r in res.items():
-            print(f"| {name} | {r['faces']} | {100 * r['found']:.1f}% | {r['error']:.2f} |")
+            print(f"| {name} | {r['faces']} | {100 * r['found']:.1f}% | {r['error']:.2f} | {r['median']:.2f} | {r['flipped']} |")
         ref = res["plain detector, upright faces"]
         for name, r in list(res.items())[1:]:
             print(f"{name} vs the plain detector upright: found {r['found'] / ref['found']:.3f}x, error {r['error'] / ref['error']:.2f}x")
