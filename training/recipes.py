@@ -45,7 +45,10 @@ class Recipe:
             beside its own crops turned (0: none).
         learn: what learns with O-Net frozen: ``rotation`` (the pose branch and rotation head, geodesic or L2
             loss) or ``orientation`` (only the orientation head, ``sizes["orient_hidden"]``: how far the face
-            leans in its crop, 1 - cos of the angle error; the pose branch stays as ``--init`` gave it).
+            leans in its crop; the pose branch stays as ``--init`` gave it).
+        orientation_loss: with ``learn="orientation"``, the loss on the lean's error: ``cosine`` (1 - cos of it)
+            or ``angle`` (its absolute value in radians: a crop read upside down, 180 degrees off, is pulled
+            back as hard as one read a little off, where 1 - cos has no slope).
     """
 
     name: str
@@ -68,6 +71,7 @@ class Recipe:
     turn: float = 0.0
     proposals: float = 0.0
     learn: str = "rotation"
+    orientation_loss: str = "cosine"
 
     def __post_init__(self) -> None:
         checks = [
@@ -85,6 +89,8 @@ class Recipe:
             (self.learn == "rotation" or (self.sizes.get("orient_hidden") and not self.train_detection),
              "learning the orientation needs an orientation head (sizes orient_hidden) and O-Net frozen"),
             (self.rotation_loss in ("l2", "geodesic"), f"rotation_loss must be l2 or geodesic, not {self.rotation_loss!r}"),
+            (self.orientation_loss in ("cosine", "angle"),
+             f"orientation_loss must be cosine or angle, not {self.orientation_loss!r}"),
             (self.mining in ("middle60", "none"), f"mining must be middle60 or none, not {self.mining!r}"),
             (self.epochs > 0 and self.batch_size > 0 and self.lr > 0, "epochs, batch_size and lr must be positive"),
         ]
@@ -138,13 +144,14 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
         "from a context crop 1.5 times its box, half of them turned in the image plane by a uniform random angle, "
         "and as many again of the crops the cascade really proposes on the training faces turned by random angles "
         "(`training.turned_proposals`: P-Net and R-Net box a turned face further off it than an upright one), loss "
-        "1 - cos of the lean's error (the label's lean turned alike); the best epoch by the mean of the validation "
+        "the absolute error of the lean in radians (the label's lean turned alike; 1 - cos of it leaves a crop read "
+        "upside down with no slope to come back); the best epoch by the mean of the validation "
         "lean errors on turned crops and on proposed crops is kept. At inference a face leaning more than 20 degrees "
         "is cut again turned upright, and the pose branch reads it there.",
         arch="fpnet_branch", sizes={"pose_channels": 64, "pose_hidden": 96, "pose_early": 48, "orient_hidden": 64},
         init="finetune", train_detection=False, epochs=20, lr=0.001, lr_decay=0.85, dropout=0.1, rotation_loss="geodesic",
         mining="none", negatives_per_positive=0.0, jitter=2.0, augment=0.3, turn=0.5, proposals=0.5,
-        learn="orientation",
+        learn="orientation", orientation_loss="angle",
     ),
     Recipe(
         name="thesis",

@@ -157,8 +157,12 @@ def losses(model: ONet, batch: Samples, recipe: Recipe, gen: torch.Generator,
             return {"orientation": torch.zeros(()), "loss": torch.zeros((), requires_grad=True)}
         lean = torch.deg2rad(lean).to(device)
         v = model.orientation_vector(model.features(x.to(device)))
-        cos_error = (v[:, 0] * torch.cos(lean) + v[:, 1] * torch.sin(lean)) / v.norm(dim=1).clamp_min(1e-6)
-        loss = (1 - cos_error).mean()
+        along = v[:, 0] * torch.cos(lean) + v[:, 1] * torch.sin(lean)  # |v| cos and |v| sin of the error
+        across = v[:, 1] * torch.cos(lean) - v[:, 0] * torch.sin(lean)
+        if recipe.orientation_loss == "angle":
+            loss = torch.atan2(across, along).abs().mean()
+        else:
+            loss = (1 - along / v.norm(dim=1).clamp_min(1e-6)).mean()
         return {"orientation": loss, "loss": loss}
     x, box, sixd = (t.to(device) for t in (x, box, sixd))
     kind, has_pose = batch.kind.to(device), batch.has_pose.to(device)
