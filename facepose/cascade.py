@@ -425,8 +425,8 @@ def follow(nets: CascadeNets, image: torch.Tensor, boxes: torch.Tensor, config: 
     ``angles (N,)``: each face's last in-plane angle (``rotation.in_plane_angle``), in degrees. A face leaning
     more than ``UPRIGHT_FOLLOW`` is then cut turned by it (``crops.turned_crops``) so that FPNet sees it upright
     (PCN's idea), and its box, landmarks and rotation are turned back into the image; the others are cut
-    upright (one that leans more than ``RECUT_LEAN`` in it, a sudden roll, is read upright as a detection reads
-    it). ``None``: upright crops, a leaning face read upright as in ``finish_crops``.
+    upright (one that reads more than ``UPRIGHT_FOLLOW`` there, a sudden roll, is read again at once from a crop
+    turned by what it read). ``None``: upright crops, a leaning face read upright as in ``finish_crops``.
 
     ``corrections (N, 3, 3)``: each face's mirror correction measured on an earlier frame (returned by a call
     with the mirrored pass): this call skips the mirrored crops and reads each rotation from the crop alone,
