@@ -241,7 +241,10 @@ def test_resuming_with_another_recipe_is_refused(tiny_dataset, tmp_path):
 def test_recipes_are_the_named_ones():
     from training.recipes import RECIPES, Recipe
 
-    assert sorted(RECIPES) == ["branch", "grown", "oriented", "thesis"]
+    assert sorted(RECIPES) == ["branch", "grown", "oriented", "profiles", "thesis"]
+    profiles = RECIPES["profiles"]  # trains the pose branch on from the oriented run, its orientation head kept
+    assert (profiles.init, profiles.learn, profiles.train_detection, profiles.turn) == ("finetune", "rotation", False, 0)
+    assert profiles.sizes == RECIPES["oriented"].sizes
     oriented = RECIPES["oriented"]
     assert (oriented.init, oriented.train_detection, oriented.learn) == ("finetune", False, "orientation") and oriented.turn > 0
     assert {k: v for k, v in oriented.sizes.items() if k != "orient_hidden"} == RECIPES["grown"].sizes

@@ -258,6 +258,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--no-mediapipe", action="store_true", help="leave MediaPipe Face Mesh out of the comparison")
     p.add_argument("--aflw2000-only", action="store_true",
                    help="only the AFLW2000 pose measures (a model compared on the card, see training.ship --compare-eval)")
+    p.add_argument("--repeats", type=int, default=5, help="passes over the photos for the speed (their median is kept)")
     p.add_argument("--speed-only", type=Path, metavar="METRICS_JSON",
                    help="only measure the speed again and rewrite the 'speed' entry of this metrics.json of the same "
                         "weights (after a change to the detector's code; then python -m training.model_card)")
@@ -266,7 +267,7 @@ def main(argv: list[str] | None = None) -> dict:
         metrics = json.loads(args.speed_only.read_text())
         if metrics.get("fpnet_bytes") != args.weights.stat().st_size:
             raise SystemExit(f"{args.speed_only} is not the metrics of {args.weights} (its size differs)")
-        metrics["speed"] = speed(args.weights, args.photos)
+        metrics["speed"] = speed(args.weights, args.photos, args.repeats)
         args.speed_only.write_text(json.dumps(metrics, indent=1) + "\n")
         print(json.dumps(metrics["speed"], indent=1))
         return metrics
@@ -289,7 +290,7 @@ def main(argv: list[str] | None = None) -> dict:
         return metrics
     metrics["wider_val"] = wider_ap({"fpnet": fpnet, "onet": load_last_stage(WEIGHTS_DIR / "onet.safetensors")[0]},
                                     wider_crops(detector, args.wider_val, args.limit), detector.config)
-    metrics["speed"] = speed(args.weights, args.photos)
+    metrics["speed"] = speed(args.weights, args.photos, args.repeats)
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     (args.out / "metrics.md").write_text(markdown(metrics))
     print(markdown(metrics))

@@ -171,6 +171,14 @@ def teachers_section(m: dict) -> str:
                         "with the annotated yaw in that bin of |yaw| on the training split "
                         f"({data.get('landmark_share', 0) * 100:.0f}% of the training\n  labels; how the sources agree: "
                         "[docs/training.md](docs/training.md)). Below 30 degrees the label is the teachers' mean.")
+        if data.get("profiles"):
+            t = data["profiles"]
+            teacher += ("\n- **Profiles with exact labels:** no label of a real profile is exact, so "
+                        f"{t['train_faces']:,} near-frontal AFLW training faces (within 30 degrees of frontal, both "
+                        "teachers\n  agreeing) were each turned to 45-95 degrees of yaw by warping the picture along "
+                        "Face Mesh's 3D points (300W-LP's\n  method, `training/profile_synthesis.py`): the turned face's "
+                        "label is the near-frontal label turned exactly. The\n  cascade's proposals on them give "
+                        f"{t['train_samples']:,} more positives for the last training run ([docs/training.md](docs/training.md)).")
     else:
         teacher = f"- **Teacher:** {whenet} Training labels were made with flip averaging."
     photos = data.get("photos", "9,000 AFLW face crops (research use only; with a margin so the cascade\n  sees context) "

@@ -1,9 +1,12 @@
-"""The ways FPNet is trained, kept as data: ``RECIPES["branch"]``, ``["grown"]``, ``["oriented"]`` and ``["thesis"]``.
+"""The ways FPNet is trained, kept as data: ``RECIPES["branch"]``, ``["grown"]``, ``["oriented"]``, ``["profiles"]``
+and ``["thesis"]``.
 
-The shipped FPNet takes three runs: ``python -m training.train --recipe branch`` trains the pose branch on
-O-Net's features, ``--recipe grown --init BRANCH_BEST`` grows the branch by finer maps and trains on, then
+The shipped FPNet takes four runs: ``python -m training.train --recipe branch`` trains the pose branch on
+O-Net's features, ``--recipe grown --init BRANCH_BEST`` grows the branch by finer maps and trains on,
 ``--init GROWN_BEST`` (the default ``oriented`` recipe) adds an orientation head that learns, alone, how far a
-face leans at any roll. ``--recipe thesis`` is the thesis' network. Nothing else about how a network learns
+face leans at any roll, then ``--recipe profiles --init ORIENTED_BEST`` trains the pose branch on with profiles
+made from near-frontal faces (``training.profile_synthesis``) among its data. ``--recipe thesis`` is the thesis'
+network. Nothing else about how a network learns
 is a command-line flag: a new recipe is a new entry here.
 """
 from __future__ import annotations
@@ -152,6 +155,19 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
         init="finetune", train_detection=False, epochs=20, lr=0.001, lr_decay=0.85, dropout=0.1, rotation_loss="geodesic",
         mining="none", negatives_per_positive=0.0, jitter=2.0, augment=0.3, turn=0.5, proposals=0.5,
         learn="orientation", orientation_loss="angle",
+    ),
+    Recipe(
+        name="profiles",
+        summary="Four runs: the `oriented` recipe's three, then the pose branch and rotation head train on (O-Net and "
+        "the orientation head stay as they were) on the same faces plus profiles made from near-frontal ones "
+        "(`training.profile_synthesis`: each AFLW face within 30 degrees of frontal, labelled by both teachers, turned "
+        "about the camera's vertical axis to 45-95 degrees of yaw by warping its picture along MediaPipe Face Mesh's 3D "
+        "points, the crops R-Net proposes on it labelled with the exact turned rotation `Ry(-d) R`); 8 epochs of Adam "
+        "(lr 0.0003 x 0.83 per epoch, batch 64), the same losses and augmentation, the best epoch by validation pose "
+        "error kept.",
+        arch="fpnet_branch", sizes={"pose_channels": 64, "pose_hidden": 96, "pose_early": 48, "orient_hidden": 64},
+        init="finetune", train_detection=False, epochs=8, lr=0.0003, dropout=0.1, rotation_loss="geodesic",
+        mining="none", negatives_per_positive=0.0, jitter=2.0, augment=0.3,
     ),
     Recipe(
         name="thesis",

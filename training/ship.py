@@ -24,8 +24,15 @@ REFERENCE = Path(__file__).resolve().parent.parent / "tests" / "data" / "aflw200
 def describe_data(folders: list[Path]) -> dict:
     """What the training data sets hold, from their manifests: teachers, photos per source, label shares."""
     teachers, shards, totals, weights = [], {}, {}, None
+    turned = {"train_faces": 0, "train_samples": 0}
     for folder in folders:
         manifest = json.loads((folder / "manifest.json").read_text())
+        if manifest.get("made_by") == "training.profile_synthesis":  # profiles made from near-frontal faces
+            for info in manifest["shards"].values():
+                if info["split"] == "train":
+                    turned["train_faces"] += info["faces"]
+                    turned["train_samples"] += info["samples"]
+            continue
         teachers = manifest.get("teachers", ["whenet"])
         weights = manifest.get("label_weights", weights)
         shards.update(manifest["shards"])
@@ -40,7 +47,8 @@ def describe_data(folders: list[Path]) -> dict:
     return {"teachers": teachers + (["landmarks"] if weights else []), "sources": sources, "photos": photos,
             "train_posed_faces": posed,
             "two_teacher_share": totals.get("train_pose_two_teachers", 0) / posed if posed else 0.0,
-            "landmark_share": landmarks / posed if posed else 0.0, "label_weights": weights}
+            "landmark_share": landmarks / posed if posed else 0.0, "label_weights": weights,
+            **({"profiles": turned} if turned["train_faces"] else {})}
 
 
 def record_reference(out: Path = REFERENCE, root: Path = AFLW2000) -> int:

@@ -1,14 +1,16 @@
 """Train FPNet by distillation from the teacher's head rotations, with one of the recipes.
 
-    python -m training.train [--recipe branch|grown|oriented|thesis] [--init BEST] [--data data_cache/fpnet]
+    python -m training.train [--recipe branch|grown|oriented|profiles|thesis] [--init BEST] [--data data_cache/fpnet]
                              [--out runs/fpnet]
 
-The packaged FPNet takes three runs: ``--recipe branch`` (O-Net frozen, a pose branch and the rotation head
+The packaged FPNet takes four runs: ``--recipe branch`` (O-Net frozen, a pose branch and the rotation head
 learn), ``--recipe grown`` with ``--init`` that run's ``best.safetensors`` (the branch grows finer maps and
-trains on), then the default ``oriented`` recipe with ``--init`` the grown run's ``best.safetensors`` (an
-orientation head learns alone how far a face leans, at any roll). ``thesis`` trains the whole network as the
-thesis did. All are described in ``training/recipes.py``; the other options only say where data and results
-go, where a network starts and how long to run.
+trains on), the default ``oriented`` recipe with ``--init`` the grown run's ``best.safetensors`` (an
+orientation head learns alone how far a face leans, at any roll), then ``--recipe profiles`` with ``--init``
+the oriented run's and ``--data`` also the folder of ``training.profile_synthesis`` (the pose branch trains on
+with profiles made from near-frontal faces). ``thesis`` trains the whole network as the thesis did. All are
+described in ``training/recipes.py``; the other options only say where data and results go, where a network
+starts and how long to run.
 Logs to TensorBoard in ``--out``, keeps the best checkpoint by validation pose error as
 ``best.safetensors`` (metadata: architecture, ``pose=trained``) and resumes from ``last.pt``.
 """
@@ -43,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", choices=sorted(RECIPES), default="oriented",
                    help="how to train (training/recipes.py): branch (O-Net frozen + pose branch), grown (that branch "
                         "grown, --init the branch run's best), oriented (default: an orientation head added, --init the "
-                        "grown run's best) or thesis (the whole network)")
+                        "grown run's best), profiles (the pose branch trained on with profiles made from near-frontal faces, "
+                        "--init the oriented run's best, --data also the profile_synthesis folder) or thesis (the whole "
+                        "network)")
     p.add_argument("--init", type=Path, default=None,
                    help="best.safetensors of the previous run: where a grown or fine-tuned network starts")
     p.add_argument("--data", type=Path, nargs="+", default=[Path("data_cache/fpnet")],
