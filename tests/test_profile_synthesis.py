@@ -45,6 +45,7 @@ def test_the_turned_head_has_the_turned_label(degrees):
 
 def test_the_warp_moves_pixels_with_the_mesh():
     """Points left where they are leave the picture as it was; moved 5 px to the right, the picture follows."""
+    pytest.importorskip("cv2", reason="the warp needs OpenCV (training extras)")
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 255, (60, 80, 3), dtype=np.uint8)
     points = np.concatenate((rng.uniform(10, 50, (30, 2)), rng.uniform(-5, 5, (30, 1))), axis=1)
