@@ -79,10 +79,10 @@ def face_labels(folder: Path) -> dict[str, np.ndarray]:
     """``face_key -> (6,)`` rotation label of every face of the data set in ``folder`` that has one."""
     labels: dict[str, np.ndarray] = {}
     for shard in sorted((folder / "shards").glob("*.npz")):
-        with np.load(shard) as z:
-            posed = np.flatnonzero(z["has_pose"] & (z["face_key"] != ""))
-            for i in posed:
-                labels.setdefault(str(z["face_key"][i]), z["sixd"][i])
+        with np.load(shard) as z:  # each array read once: indexing the archive reads it again
+            keys, sixd, has_pose = z["face_key"], z["sixd"], z["has_pose"]
+        for i in np.flatnonzero(has_pose & (keys != "")):
+            labels.setdefault(str(keys[i]), sixd[i])
     return labels
 
 
