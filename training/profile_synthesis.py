@@ -190,13 +190,10 @@ class Synthesiser:
         t = self.turned(photo, teacher_box, label, key)
         if t is None:
             return None
-        pixels, degrees, centre, rng, yaw = t.pixels, t.degrees, t.centre, t.rng, t.source_yaw
-        image = torch.from_numpy(pixels).permute(2, 0, 1)[None].float()
+        image = torch.from_numpy(t.pixels).permute(2, 0, 1)[None].float()
         run = run_cascade(self.nets, image, DetectorConfig(), flip_pose=False)
-        det = run.detections.boxes.numpy().astype(np.float64)
-        if not len(det):
-            return None
-        near = np.flatnonzero(np.all((det[:, :2] < centre) & (det[:, 2:] > centre), axis=1))
+        det = run.detections.boxes.numpy().astype(np.float64).reshape(-1, 4)
+        near = np.flatnonzero(np.all((det[:, :2] < t.centre) & (det[:, 2:] > t.centre), axis=1))
         if not len(near):
             return None
         face = det[near[int(run.detections.scores.numpy()[near].argmax())]]
@@ -206,15 +203,14 @@ class Synthesiser:
         on = np.flatnonzero(iou >= POS_IOU)
         if not len(on):
             return None
-        on = rng.choice(on, min(PER_FACE, len(on)), replace=False)
-        sixd = t.sixd
-        angles = matrix_to_euler(sixd_to_matrix(torch.from_numpy(sixd).double())).numpy()
+        on = t.rng.choice(on, min(PER_FACE, len(on)), replace=False)
+        angles = matrix_to_euler(sixd_to_matrix(torch.from_numpy(t.sixd).double())).numpy()
         n = len(on)
         return {"crops": crops_to_uint8(crops[on] * 128 + 127.5).numpy(), "context": context_crops(image, boxes[on]),
                 "kind": np.full(n, KIND["positive"], np.int8), "box": offsets_to(boxes[on], np.repeat(face[None], n, 0)),
-                "sixd": np.repeat(sixd[None], n, 0).astype(np.float32), "angles": np.repeat(angles[None], n, 0).astype(np.float32),
+                "sixd": np.repeat(t.sixd[None], n, 0).astype(np.float32), "angles": np.repeat(angles[None], n, 0).astype(np.float32),
                 "has_pose": np.ones(n, bool), "face_key": np.array([key] * n, dtype="<U48"),
-                "source_yaw": np.full(n, yaw, np.float32), "turn": np.full(n, degrees, np.float32)}
+                "source_yaw": np.full(n, t.source_yaw, np.float32), "turn": np.full(n, t.degrees, np.float32)}
 
 
 def source_faces(folder: Path, limit: int | None = None) -> Iterator[tuple[sources.Photo, str, np.ndarray]]:
