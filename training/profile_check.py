@@ -32,7 +32,7 @@ from facepose.weights import load_last_stage
 
 from .landmark_pose import read_yaw
 from .metrics import angle_errors, geodesic_errors
-from .samples import KIND
+from .samples import KIND, require_data_sets
 from .train import to_input
 from .turned_proposals import SOURCES
 
@@ -163,9 +163,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--teachers", action="store_true", help="also the teachers on the turned validation faces")
     p.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     args = p.parse_args(argv)
-    for folder in [*args.data, *args.profiles]:
-        if not (folder / "manifest.json").is_file():
-            raise SystemExit(f"{folder} is not a data set folder (no manifest.json)")
+    require_data_sets(args.data)
+    require_data_sets(args.profiles, made_by="training.profile_synthesis")
     annotated = {f"{prefix}/{name}": yaw for prefix, root in SOURCES.items() for name, yaw in read_yaw(root).items()}
     real = turned = None
     if args.data:

@@ -48,7 +48,7 @@ from facepose.weights import WEIGHTS_DIR, load_last_stage, load_pnet, load_rnet
 from . import sources
 from .build_dataset import POS_IOU, context_crops, is_validation, offsets_to
 from .mediapipe_teacher import MESH_SIZE, square_context
-from .samples import KIND
+from .samples import KIND, require_data_sets
 from .turned_proposals import SOURCES, face_labels
 
 __all__ = ["FACE_OVAL", "face_points", "turn_head", "head_mesh", "warp_picture", "turned_label", "Synthesiser", "main"]
@@ -281,9 +281,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    for folder in args.data:
-        if not (folder / "manifest.json").exists():
-            raise SystemExit(f"{folder} is not a data set (no manifest.json): run training.build_dataset first")
+    require_data_sets(args.data)
     try:
         synth = Synthesiser(args.seed)
     except ImportError:

@@ -10,7 +10,7 @@ import torch
 
 from facepose.rotation import matrix_to_sixd, mirror_matrix, sixd_to_matrix
 
-__all__ = ["KIND", "Samples", "load_samples", "load_turned", "mirror_batch", "epoch_indices"]
+__all__ = ["KIND", "Samples", "require_data_sets", "load_samples", "load_turned", "mirror_batch", "epoch_indices"]
 
 # what a sample is, by IoU of its crop's box with the nearest true face (see build_dataset)
 KIND = {"negative": 0, "positive": 1, "part": 2, "inside": 3}
@@ -31,6 +31,14 @@ class Samples:
 
     def subset(self, idx: torch.Tensor) -> Samples:
         return Samples(*(None if getattr(self, f) is None else getattr(self, f)[idx] for f in self.__dataclass_fields__))
+
+
+def require_data_sets(folders: list[Path], made_by: str = "training.build_dataset") -> None:
+    """Stops the command with a message naming the first of ``folders`` that is not a data set (no ``manifest.json``)
+    and the command ``made_by`` that makes one."""
+    for folder in folders:
+        if not (Path(folder) / "manifest.json").is_file():
+            raise SystemExit(f"{folder} is not a data set (no manifest.json): run python -m {made_by} first")
 
 
 def load_samples(folders: Path | str | list[Path | str], split: str) -> Samples:

@@ -42,6 +42,7 @@ from support.paths import AFLW_FACES, AFLW_FACES_EXTRA
 
 from . import sources
 from .build_dataset import face_from_teacher_box, is_validation
+from .samples import require_data_sets
 
 __all__ = ["turned_picture", "turned_box", "face_labels", "main"]
 PER_FACE = 3  # R-Net proposals kept per face
@@ -170,11 +171,10 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    require_data_sets(args.data)
     onet, _ = load_last_stage(WEIGHTS_DIR / "onet.safetensors")
     nets = CascadeNets(load_pnet(), load_rnet(), onet.eval())
     for folder in args.data:
-        if not (folder / "manifest.json").exists():
-            raise SystemExit(f"{folder} is not a data set (no manifest.json): run training.build_dataset first")
         print(f"{folder}: {build(folder, nets, args.turns, args.limit, args.seed)} turned crops (train, val)")
 
 
