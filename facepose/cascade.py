@@ -18,14 +18,14 @@ import torch
 from .arrays import Array, namespace, to_numpy
 from .boxes import apply_offsets, box_overlap, nms, square
 from .config import DetectorConfig
-from .crops import cut_crops, integral_image, padded_crops, turn_about, turned_crops
-from .nets import CascadeNets, ONet, PNet, RNet, face_probability, select_rows
+from .crops import cut_crops, integral_image, padded_crops, padded_crops_from, turn_about, turned_crops
+from .nets import CascadeNets, LastStageFeatures, ONet, PNet, RNet, face_probability, replace_rows, select_rows
 from .pyramid import pyramid_level, pyramid_scales
-from .rotation import in_plane_angle, matrix_to_sixd, mirror_matrix, sixd_to_matrix, turn_rotations
+from .rotation import in_plane_angle, matrix_to_sixd, mirror_matrix, sixd_to_matrix, turn_rotations, turned_away
 
 __all__ = ["STAGES", "Proposals", "Detections", "CascadeRun", "normalize", "pyramid_levels", "propose",
            "propose_levels", "pyramid_part", "decode_level", "merge_levels", "refine", "last_stage_input", "finish", "finish_crops",
-           "decode_last_stage", "place_in_image",
+           "relook", "decode_last_stage", "place_in_image",
            "flip_averaged", "mean_with_mirrored", "mean_lean", "upright_pose", "run_cascade", "follow"]
 
 STRIDE, CELL = 2, 12  # P-Net sees a 12x12 window every 2 pixels
@@ -42,6 +42,12 @@ RECUT_STEPS = 3
 # recut lean is cut the same way on every frame (chosen on ``benchmarks.live``'s clips: of 10, 20 and every face
 # turned, 10 gives the tracked pose closest to ``detect``'s).
 UPRIGHT_FOLLOW = 10.0
+# FPNet reads the pose of a face turned less than this away from the camera (``rotation.turned_away``) again, from a
+# crop of the box it found for the face, squared (as the tracker cuts a followed face): that box frames a face as
+# training framed it (about the true box) better than R-Net's proposal does. A face turned further keeps the
+# proposal's crop, which frames a profile better. Chosen on the validation split of the training crops
+# (docs/training.md, "Reading the pose").
+RELOOK_TURN = 60.0
 # A candidate overlapping a face already known (a tracker's followed face) by more IoU than this is that face
 KNOWN_IOU = 0.3
 
@@ -218,21 +224,24 @@ def last_stage_input(ii: torch.Tensor | None, proposals: Proposals) -> tuple[tor
 def finish(fpnet: ONet, ii: torch.Tensor | None, proposals: Proposals, config: DetectorConfig,
            flip_pose: bool = False, image: torch.Tensor | None = None) -> Detections:
     """Stage 3: FPNet (or O-Net) on 48x48 crops: face score, box regression, landmarks, rotation;
-    then NMS by overlap over the smaller box (see ``finish_crops``). With the ``(1, 3, H, W)`` image, a face
-    that FPNet's orientation head sees leaning is cut again turned upright for its pose (``upright_pose``)."""
-    return finish_crops(fpnet, *last_stage_input(ii, proposals), config, flip_pose, image)
+    then NMS by overlap over the smaller box (see ``finish_crops``). With the ``(1, 3, H, W)`` image, a face near
+    frontal is cut again from its own box for its pose (``relook``), and one that FPNet's orientation head sees
+    leaning cut again turned upright (``upright_pose``)."""
+    return finish_crops(fpnet, *last_stage_input(ii, proposals), config, flip_pose, image, ii)
 
 
 def finish_crops(fpnet: ONet, boxes: torch.Tensor, crops: torch.Tensor, config: DetectorConfig,
-                 flip_pose: bool = False, image: torch.Tensor | None = None) -> Detections:
+                 flip_pose: bool = False, image: torch.Tensor | None = None, ii: torch.Tensor | None = None) -> Detections:
     """Stage 3 on crops already cut: ``boxes (N, 4)`` and their normalised ``(N, 3, 48, 48)`` crops. Keeps the
     faces scoring above ``config.fpnet_threshold`` that survive NMS by overlap over the smaller box
     (``config.fpnet_nms``).
 
     ``flip_pose``: the rotation of each kept face is averaged with the mirrored rotation FPNet finds
     in the mirrored crop (one more FPNet pass over the kept faces only).
-    ``image``: the ``(1, 3, H, W)`` image the crops come from, for ``upright_pose`` (faces leaning more than
-    ``RECUT_LEAN`` are cut again turned upright); without it the pose is read from the crops as they are."""
+    ``image``: the ``(1, 3, H, W)`` image the crops come from: the faces near frontal are cut again from their own
+    box for their pose (``relook``), and faces leaning more than ``RECUT_LEAN`` cut again turned upright
+    (``upright_pose``); without it the pose is read from the crops as they are. ``ii``: the image's integral image
+    (``relook`` cuts from it)."""
     if len(boxes) == 0:
         return Detections.empty(crops, fpnet.has_rotation)
     features = fpnet.features(crops)
@@ -243,12 +252,14 @@ def finish_crops(fpnet: ONet, boxes: torch.Tensor, crops: torch.Tensor, config: 
     if not fpnet.has_rotation:
         return Detections(boxes[keep], scores[keep], marks[keep], scores.new_zeros(len(keep), 0, 0))
     faces = torch.nonzero(passed).flatten()[keep]  # the pose is worked out for these crops only
-    kept = select_rows(features, faces)
+    pose_crops, kept = crops[faces], select_rows(features, faces)
+    if image is not None and len(keep):  # faces near frontal: cut again from their own box
+        pose_crops, kept = relook(fpnet, image, boxes[keep], pose_crops, kept, ii)
     sixd = fpnet.rotation_6d(kept)
     if not (flip_pose and len(keep)):
         rotations, mirrored = sixd_to_matrix(sixd), None
     else:
-        mirrored = fpnet.features(crops[faces].flip(-1))  # what FPNet sees in the mirrored crops
+        mirrored = fpnet.features(pose_crops.flip(-1))  # what FPNet sees in the mirrored crops
         rotations = mean_with_mirrored(sixd, fpnet.rotation_6d(mirrored))
     if image is not None and fpnet.has_orientation and len(keep):
         lean = fpnet.in_plane(kept)
@@ -256,6 +267,26 @@ def finish_crops(fpnet: ONet, boxes: torch.Tensor, crops: torch.Tensor, config: 
             lean = mean_lean(lean, fpnet.in_plane(mirrored))
         rotations = upright_pose(fpnet, image, boxes[keep], lean, rotations, flip_pose)
     return Detections(boxes[keep], scores[keep], marks[keep], rotations)
+
+
+def relook(fpnet: ONet, image: torch.Tensor, boxes: torch.Tensor, crops: torch.Tensor, features: LastStageFeatures,
+           ii: torch.Tensor | None = None) -> tuple[torch.Tensor, LastStageFeatures]:
+    """The faces FPNet found in ``crops`` (``(N, 3, 48, 48)`` normalised, with their ``features``) and boxed as
+    ``boxes (N, 4)`` in ``image (1, 3, H, W)``: those it reads turned less than ``RELOOK_TURN`` away from the camera
+    (``rotation.turned_away``) and leaning at most ``RECUT_LEAN`` (the others are cut again turned upright, from the
+    same box, by ``upright_pose``) cut again from the image at their box squared, with FPNet's features of those
+    crops; the others as they were. ``ii``: the image's integral image, to cut them from in one gather."""
+    again = turned_away(sixd_to_matrix(fpnet.rotation_6d(features))) < RELOOK_TURN
+    again &= fpnet.in_plane(features).abs() <= RECUT_LEAN
+    if not bool(again.any()):
+        return crops, features
+    again = torch.nonzero(again).flatten()
+    windows = square(boxes[again])
+    cut, valid = padded_crops(image, windows, 48) if ii is None else padded_crops_from(ii, image, windows, 48)
+    again = again[valid]
+    crops = crops.clone()
+    crops[again] = normalize(cut, inplace=True)
+    return crops, replace_rows(features, again, fpnet.features(crops[again]))
 
 
 def mean_lean(lean: torch.Tensor, lean_of_mirrored: torch.Tensor) -> torch.Tensor:

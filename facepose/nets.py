@@ -134,6 +134,14 @@ def select_rows(batch: NamedTuple, index: torch.Tensor):
     return type(batch)(*(t[index] for t in batch))
 
 
+def replace_rows(batch: NamedTuple, index: torch.Tensor, rows: NamedTuple):
+    """A copy of the named tuple of ``(N, ...)`` tensors ``batch`` whose rows ``index`` (indices) are ``rows``'."""
+    out = type(batch)(*(t.clone() for t in batch))
+    for t, r in zip(out, rows):
+        t[index] = r
+    return out
+
+
 def face_probability(face_logits: torch.Tensor) -> torch.Tensor:
     """``(N, 2)`` non-face / face logits -> ``(N,)`` probability of "face"."""
     return torch.softmax(face_logits, dim=1)[:, 1]

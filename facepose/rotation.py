@@ -35,6 +35,7 @@ __all__ = [
     "mean_rotation",
     "turn_rotations",
     "in_plane_angle",
+    "turned_away",
 ]
 
 
@@ -228,3 +229,15 @@ def in_plane_angle(rotation: Array) -> Array:
     """
     xp = namespace(rotation)
     return xp.rad2deg(xp.arctan2(rotation[..., 0, 1], rotation[..., 1, 1]))
+
+
+def turned_away(rotation: Array) -> Array:
+    """``(..., 3, 3)`` -> ``(...)`` degrees in 0..180: how far the head faces away from the camera, the angle between
+    its forward axis (the third column, out of the face) and the camera's (toward the viewer); 0 frontal, 90 a
+    profile or a face seen from above or below. Independent of the head's lean in the picture.
+
+    >>> float(turned_away(euler_to_matrix(torch.tensor(60.0), torch.tensor(0.0), torch.tensor(45.0))).round())
+    60.0
+    """
+    xp = namespace(rotation)
+    return xp.rad2deg(xp.arccos(xp.clip(rotation[..., 2, 2], -1.0, 1.0)))

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from facepose import DetectorConfig, load_image
-from facepose.cascade import STAGES, finish, finish_crops, follow, normalize, propose, refine, run_cascade
-from facepose.crops import integral_image
+from facepose import DetectorConfig, cascade, load_image
+from facepose.boxes import square
+from facepose.cascade import STAGES, decode_last_stage, finish, finish_crops, follow, normalize, propose, refine, relook, run_cascade
+from facepose.crops import integral_image, padded_crops
 from facepose.nets import _max_pool_2x2
-from facepose.rotation import geodesic_distance, mirror_matrix
+from facepose.rotation import geodesic_distance, mirror_matrix, sixd_to_matrix, turned_away
 
 from .conftest import PHOTOS, REPO, needs_photos
 
@@ -106,6 +107,27 @@ def test_flip_averaging_is_symmetric_and_moves_pose_only(nets, image):
         direct = finish_crops(nets.fpnet, box, crops[k:k + 1], anything, flip_pose=True).rotations
         mirrored = finish_crops(nets.fpnet, box, crops[k:k + 1].flip(-1), anything, flip_pose=True).rotations
         assert torch.allclose(mirror_matrix(direct), mirrored, atol=1e-5)
+
+
+@needs_photos
+def test_relook_cuts_near_frontal_faces_again_from_their_own_box(nets, image, monkeypatch):
+    """On the class photo's eight faces, all near frontal and upright, the pose crops become the crops of
+    FPNet's own boxes, squared; a face read turned further than ``RELOOK_TURN`` keeps its proposal's crop."""
+    config = DetectorConfig()
+    windows, crops = run_cascade(nets, image, config, until="rnet").last_stage_input()
+    scores, boxes, _ = decode_last_stage(nets.fpnet(crops), windows)
+    faces = torch.nonzero(scores > 0.7).flatten()
+    boxes = boxes[faces]
+    features = nets.fpnet.features(crops[faces])
+    assert len(faces) >= 8 and bool((turned_away(sixd_to_matrix(nets.fpnet.rotation_6d(features))) < 45).all())
+    again, again_features = relook(nets.fpnet, image, boxes, crops[faces], features)
+    want = normalize(padded_crops(image, square(boxes), 48)[0])
+    assert torch.allclose(again, want, atol=1e-4)
+    assert not torch.allclose(again, crops[faces], atol=0.05)  # R-Net's windows are not FPNet's boxes
+    assert torch.allclose(again_features.units, nets.fpnet.features(want).units, atol=1e-4)
+    monkeypatch.setattr(cascade, "RELOOK_TURN", 0.0)  # every face counts as turned away: nothing is cut again
+    same, same_features = relook(nets.fpnet, image, boxes, crops[faces], features)
+    assert torch.equal(same, crops[faces]) and torch.equal(same_features.units, features.units)
 
 
 @needs_photos

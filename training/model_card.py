@@ -47,7 +47,9 @@ def architecture(n_bytes: int, recipe: dict) -> str:
         return f"""FPNet is the last stage of FacePose's face detector: MTCNN's O-Net, unchanged (conv 32-64-64-128, dense 256,
 PReLU; face score, box and landmark heads), plus a pose part: {branch}, and a
 rotation head that reads them together with O-Net's 256 dense units and regresses the head's rotation as two
-3D vectors, turned into a rotation matrix by Gram-Schmidt (the 6D representation of 6DRepNet).{orientation} {n_bytes / 1e6:.2f} MB
+3D vectors, turned into a rotation matrix by Gram-Schmidt (the 6D representation of 6DRepNet). FPNet finds a face in
+the crop R-Net proposed; the pose of a face near frontal is read again from a crop of the box FPNet found for it,
+which frames the face as training did.{orientation} {n_bytes / 1e6:.2f} MB
 of float32 weights. It runs on the 48x48 crops that MTCNN's P-Net and R-Net propose, so pose costs almost
 nothing on top of detection. O-Net's weights were frozen while the pose part learned, so **detection is
 exactly MTCNN's** (same boxes, scores and landmarks). Design from a 2022 bachelor thesis (Kyiv), which puts the
@@ -287,7 +289,7 @@ Detector with FPNet: {1000 * s['fpnet_s_per_image']:.0f} ms per photo; with the 
   orientation head tells how far any face it is given leans, so a face found at any roll gets its real
   roll, and one leaning more than 20 degrees gets its pose from a crop turned upright. Sideways and
   upside-down faces are *found* reliably only with `any_rotation=True` (the cascade on four quarter turns
-  of the image, about twice the time of upright detection; turned faces from 1.4 times the minimum face size;
+  of the image, at several times the cost of upright detection; turned faces from 1.4 times the minimum face size;
   measured in [docs/rotation.md](docs/rotation.md)).
 - **Data coverage:** AFLW (Flickr photos) and WIDER FACE skew toward adults, and their demographic composition
   is not documented; accuracy across skin tones, ages and cultures has not been measured. Do not assume equal
