@@ -189,7 +189,7 @@ def propose(pnet: PNet, ii: torch.Tensor, config: DetectorConfig) -> Proposals:
 
 def propose_levels(pnet: PNet, levels: list[tuple[float, torch.Tensor]], config: DetectorConfig) -> Proposals:
     """Stage 1 on pyramid levels already resampled: ``(scale, (1, 3, h, w) level)`` pairs, largest first
-    (``pyramid_levels`` makes them; ``turns`` scans the same levels turned)."""
+    (``pyramid_levels`` makes them)."""
     found = [decode_level(*pnet(normalize(level)), scale, config.pnet_threshold, config.pnet_nms) for scale, level in levels]
     return merge_levels(found, config.pnet_merge_nms, levels[0][1].device if levels else "cpu")
 
@@ -368,7 +368,8 @@ def _timed(seconds: dict[str, float], step: str):
 
 def run_cascade(nets: CascadeNets, image: torch.Tensor, config: DetectorConfig, *, until: str = "fpnet",
                 flip_pose: bool | None = None, levels: list[tuple[float, torch.Tensor]] | None = None,
-                ii: torch.Tensor | None = None, known: torch.Tensor | None = None) -> CascadeRun:
+                ii: torch.Tensor | None = None, known: torch.Tensor | None = None,
+                proposals: Proposals | None = None) -> CascadeRun:
     """The cascade on one ``(1, 3, H, W)`` 0-255 image (uint8 or float), stage after stage, with ``config``'s
     settings; every caller (detector, turns, tracker, evaluation, data set builder, profiler) runs it here.
 
@@ -376,11 +377,12 @@ def run_cascade(nets: CascadeNets, image: torch.Tensor, config: DetectorConfig, 
         until: the last stage to run, one of ``STAGES`` (``"rnet"``: the last stage's input, not its faces).
         flip_pose: flip-average the rotation (default: ``config.flip_pose``).
         levels: P-Net's pyramid levels already resampled (``pyramid_levels``), scanned instead of the image's
-            own (``turns`` scans the upright image's levels turned); the integral image is then made only if
-            P-Net proposes something.
+            own (a search spread over frames scans a part of them).
         ii: the image's integral image (``crops.integral_image``), when the caller has made it already.
         known: ``(K, 4)`` boxes of faces known already (a tracker's followed faces): P-Net's and R-Net's
             candidates on them (``Proposals.without``) go no further, so a search pays only for new faces.
+        proposals: P-Net's proposals, made already (``turns`` runs P-Net on all quarter turns in shared
+            batches): the pyramid and P-Net are skipped.
 
     Returns:
         ``CascadeRun``: each stage's output and the seconds each step took.
@@ -388,13 +390,16 @@ def run_cascade(nets: CascadeNets, image: torch.Tensor, config: DetectorConfig, 
     if until not in STAGES:
         raise ValueError(f"until must be one of {STAGES}, got {until!r}")
     seconds: dict[str, float] = {}
-    if levels is None:
+    if proposals is None:
+        if levels is None:
+            with _timed(seconds, "pyramid"):
+                ii = integral_image(image[0]) if ii is None else ii
+                levels = pyramid_levels(ii, config)
+        with _timed(seconds, "pnet"):
+            proposals = propose_levels(nets.pnet, levels, config)
+    proposals = proposals.without(known)
+    if ii is None and len(proposals):
         with _timed(seconds, "pyramid"):
-            ii = integral_image(image[0]) if ii is None else ii
-            levels = pyramid_levels(ii, config)
-    with _timed(seconds, "pnet"):
-        proposals = propose_levels(nets.pnet, levels, config).without(known)
-        if ii is None and len(proposals):
             ii = integral_image(image[0])
     run = CascadeRun(ii, proposals, seconds=seconds)
     if until == "pnet":

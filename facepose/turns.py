@@ -3,8 +3,8 @@
 MTCNN and FPNet were trained on upright faces (roll within about +-45 degrees). Turning the image by
 quarter turns brings every face within 45 degrees of upright in one of the four. The pyramid is resampled
 once (area resampling commutes with quarter turns) and each level turned (but the largest, see
-``TURNED_SKIP``: turned faces are searched from 1.4 times the minimum face size); P-Net and R-Net run in each
-turn (there the candidates on faces that the upright image found standing upright stop after P-Net or
+``TURNED_SKIP``: turned faces are searched from 1.4 times the minimum face size); P-Net scans each level in all
+its turns in two batches (``propose_turns``), R-Net runs in each turn (there the candidates on faces that the upright image found standing upright stop after P-Net or
 R-Net, ``KNOWN_LEAN``); FPNet runs on each turn's survivors; boxes, landmarks and rotations are turned back
 into the input image's pixels and camera frame, and the faces found in several turns merged by NMS.
 
@@ -20,13 +20,14 @@ import math
 import torch
 
 from .boxes import nms
-from .cascade import Detections, pyramid_levels, run_cascade
+from .cascade import Detections, Proposals, decode_level, merge_levels, normalize, pyramid_levels, run_cascade
 from .config import DetectorConfig
 from .crops import integral_image
-from .nets import CascadeNets
+from .nets import CascadeNets, PNet
 from .rotation import in_plane_angle
 
-__all__ = ["TURNS", "turn", "unturn_points", "unturn_boxes", "turn_boxes", "turn_matrix", "run_cascade_any_rotation"]
+__all__ = ["TURNS", "turn", "unturn_points", "unturn_boxes", "turn_boxes", "turn_matrix", "propose_turns",
+           "run_cascade_any_rotation"]
 
 TURNS = (0, 1, 2, 3)  # quarter turns counter-clockwise
 MERGE_IOU = 0.4  # faces of different turns overlapping more than this are one face
@@ -99,6 +100,26 @@ def turn_matrix(k: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     return torch.tensor([[c, -s, 0], [s, c, 0], [0, 0, 1]], dtype=dtype)
 
 
+def propose_turns(pnet: PNet, levels: list[tuple[float, torch.Tensor]], config: DetectorConfig) -> list[Proposals]:
+    """Stage 1 in each of ``TURNS``: P-Net's proposals (``cascade.propose_levels``) in the image turned by ``k``
+    quarter turns, for each ``k``, from the upright image's pyramid ``levels`` (``(scale, (1, 3, h, w) level)``,
+    largest first) turned; the turned images skip the first ``TURNED_SKIP`` levels. A level and its half turn
+    have one shape, its quarter and three-quarter turns another: each pair goes through P-Net as one batch of two
+    (on the small levels, where a call's fixed cost is most of it, about half the time of two calls)."""
+    found: list[list] = [[] for _ in TURNS]
+    for i, (scale, level) in enumerate(levels):
+        for pair in ((0, 2), (1, 3)):
+            pair = tuple(k for k in pair if k == 0 or i >= TURNED_SKIP)
+            if not pair:
+                continue
+            probs, offsets = pnet(normalize(torch.cat([turn(level, k) for k in pair])))
+            for j, k in enumerate(pair):
+                found[k].append(decode_level(probs[j:j + 1], offsets[j:j + 1], scale, config.pnet_threshold,
+                                             config.pnet_nms))
+    device = levels[0][1].device if levels else "cpu"
+    return [merge_levels(f, config.pnet_merge_nms, device) for f in found]
+
+
 @torch.inference_mode()
 def run_cascade_any_rotation(nets: CascadeNets, image: torch.Tensor, config: DetectorConfig,
                              flip_pose: bool | None = None) -> Detections:
@@ -116,15 +137,14 @@ def run_cascade_any_rotation(nets: CascadeNets, image: torch.Tensor, config: Det
     for keeping the most upright turn; the plain detector's is 5.00 there.)"""
     height, width = image.shape[-2:]
     ii = integral_image(image[0])
-    levels = pyramid_levels(ii, config)  # resampled once: area resampling commutes with quarter turns
-    turned_levels = levels[TURNED_SKIP:]
+    # resampled once: area resampling commutes with quarter turns
+    proposals = propose_turns(nets.pnet, pyramid_levels(ii, config), config)
     found, leans, standing = [], [], None  # standing: the upright pass's faces standing upright (k = 0 comes first)
     for k in TURNS:
         if k == 0:
-            det = run_cascade(nets, image, config, flip_pose=flip_pose, levels=levels, ii=ii).detections
+            det = run_cascade(nets, image, config, flip_pose=flip_pose, ii=ii, proposals=proposals[k]).detections
         else:
-            det = run_cascade(nets, turn(image, k), config, flip_pose=flip_pose,
-                              levels=[(s, turn(level, k)) for s, level in turned_levels],
+            det = run_cascade(nets, turn(image, k), config, flip_pose=flip_pose, proposals=proposals[k],
                               known=turn_boxes(standing, k, height, width)).detections
         rotations = det.rotations
         if rotations.shape[-1] == 3:
