@@ -35,6 +35,10 @@ MERGE_IOU = 0.4  # faces of different turns overlapping more than this are one f
 # turn's 45 degrees of upright, with room for FPNet's error (a face leaning 45 degrees is found in two turns).
 # The upright image keeps every face, as the plain detector does.
 MAX_TURN_LEAN = 60.0
+# FPNet's orientation head reads the lean of the faces a quarter turn's pass finds before their pose is read: a face
+# it sees leaning more than this is dropped at once (it would lean beyond MAX_TURN_LEAN when read upright too), so
+# the passes do not read the pose of the false faces and turned faces that other turns find upright.
+TURN_READ_LEAN = 90.0
 # In the merge, a face seen within this many degrees of upright in its turn is taken, of those, by score: every
 # face is within 45 degrees of upright in one of the four turns.
 MERGE_UPRIGHT = 45.0
@@ -145,7 +149,7 @@ def run_cascade_any_rotation(nets: CascadeNets, image: torch.Tensor, config: Det
             det = run_cascade(nets, image, config, flip_pose=flip_pose, ii=ii, proposals=proposals[k]).detections
         else:
             det = run_cascade(nets, turn(image, k), config, flip_pose=flip_pose, proposals=proposals[k],
-                              known=turn_boxes(standing, k, height, width)).detections
+                              known=turn_boxes(standing, k, height, width), max_lean=TURN_READ_LEAN).detections
         rotations = det.rotations
         if rotations.shape[-1] == 3:
             lean = in_plane_angle(rotations).abs()
