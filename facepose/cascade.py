@@ -259,14 +259,17 @@ def finish_crops(fpnet: ONet, boxes: torch.Tensor, crops: torch.Tensor, config: 
         near = fpnet.in_plane(select_rows(features, faces)).abs() <= max_lean
         keep, faces = keep[near], faces[near]
     pose_crops, kept = crops[faces], select_rows(features, faces)
+    again = faces[:0]
     if image is not None and len(keep):  # faces near frontal: cut again from their own box
-        pose_crops, kept = relook(fpnet, image, boxes[keep], pose_crops, kept, ii)
+        pose_crops, again = relook(fpnet, image, boxes[keep], pose_crops, kept, ii)
+    flip = flip_pose and len(keep)
+    mirrored = None
+    if len(again) or flip:  # one FPNet pass over the crops cut again and the mirrored crops
+        seen = fpnet.features(torch.cat((pose_crops[again], pose_crops.flip(-1))) if flip else pose_crops[again])
+        kept = replace_rows(kept, again, select_rows(seen, slice(0, len(again))))
+        mirrored = select_rows(seen, slice(len(again), None)) if flip else None  # what FPNet sees mirrored
     sixd = fpnet.rotation_6d(kept)
-    if not (flip_pose and len(keep)):
-        rotations, mirrored = sixd_to_matrix(sixd), None
-    else:
-        mirrored = fpnet.features(pose_crops.flip(-1))  # what FPNet sees in the mirrored crops
-        rotations = mean_with_mirrored(sixd, fpnet.rotation_6d(mirrored))
+    rotations = sixd_to_matrix(sixd) if mirrored is None else mean_with_mirrored(sixd, fpnet.rotation_6d(mirrored))
     if image is not None and fpnet.has_orientation and len(keep):
         lean = fpnet.in_plane(kept)
         if mirrored is not None:
@@ -276,23 +279,25 @@ def finish_crops(fpnet: ONet, boxes: torch.Tensor, crops: torch.Tensor, config: 
 
 
 def relook(fpnet: ONet, image: torch.Tensor, boxes: torch.Tensor, crops: torch.Tensor, features: LastStageFeatures,
-           ii: torch.Tensor | None = None) -> tuple[torch.Tensor, LastStageFeatures]:
+           ii: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The faces FPNet found in ``crops`` (``(N, 3, 48, 48)`` normalised, with their ``features``) and boxed as
     ``boxes (N, 4)`` in ``image (1, 3, H, W)``: those it reads turned less than ``RELOOK_TURN`` away from the camera
     (``rotation.turned_away``) and leaning at most ``RECUT_LEAN`` (the others are cut again turned upright, from the
-    same box, by ``upright_pose``) cut again from the image at their box squared, with FPNet's features of those
-    crops; the others as they were. ``ii``: the image's integral image, to cut them from in one gather."""
+    same box, by ``upright_pose``) cut again from the image at their box squared. Returns the crops, those faces'
+    cut again and the others as they were, and the indices ``(K,)`` of the faces cut again (their pose is to be
+    read from FPNet's features of the new crops). ``ii``: the image's integral image, to cut them from in one
+    gather."""
     again = turned_away(sixd_to_matrix(fpnet.rotation_6d(features))) < RELOOK_TURN
     again &= fpnet.in_plane(features).abs() <= RECUT_LEAN
-    if not bool(again.any()):
-        return crops, features
     again = torch.nonzero(again).flatten()
+    if not len(again):
+        return crops, again
     windows = square(boxes[again])
     cut, valid = padded_crops(image, windows, 48) if ii is None else padded_crops_from(ii, image, windows, 48)
     again = again[valid]
     crops = crops.clone()
     crops[again] = normalize(cut, inplace=True)
-    return crops, replace_rows(features, again, fpnet.features(crops[again]))
+    return crops, again
 
 
 def mean_lean(lean: torch.Tensor, lean_of_mirrored: torch.Tensor) -> torch.Tensor:
