@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from facepose.nets import face_probability
 from facepose.rotation import matrix_to_euler, sixd_to_matrix
 from facepose.weights import WEIGHTS_DIR, load_last_stage
 from support.paths import AFLW2000, PHOTOS, WIDER_VAL
-from support.timing import alternated
+from support.timing import interleaved, median_ratio
 
 from .aflw2000 import crop_square, load_aflw2000, teacher_box
 from .labels import teacher_labels
@@ -192,13 +193,14 @@ def wider_ap(last_stages: dict[str, torch.nn.Module], data: WiderCrops, config: 
 
 def speed(weights: Path, photos: Path, repeats: int = 5) -> dict:
     """Seconds per photo with FPNet and with O-Net (the median of ``repeats`` passes over the photos, the two
-    detectors in alternation so that the machine's drift hits both); what pose adds."""
+    detectors taking turns photo by photo so that the machine's drift hits both, ``support.timing.interleaved``);
+    what pose adds: the median over the passes of FPNet's time over O-Net's in the same pass, less one."""
     files = sorted(p for p in photos.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     arrays = [load_image(p) for p in files]
     detectors = {"fpnet": FacePoseDetector(weights=weights), "onet": FacePoseDetector(weights=WEIGHTS_DIR / "onet.safetensors")}
-    times = alternated({name: (det.detect, arrays) for name, det in detectors.items()}, repeats)
-    out = {f"{name}_s_per_image": t for name, t in times.items()}
-    out["pose_overhead"] = out["fpnet_s_per_image"] / out["onet_s_per_image"] - 1
+    times = interleaved({name: det.detect for name, det in detectors.items()}, arrays, repeats)
+    out = {f"{name}_s_per_image": statistics.median(t) for name, t in times.items()}
+    out["pose_overhead"] = median_ratio(times["fpnet"], times["onet"]) - 1
     return out
 
 
