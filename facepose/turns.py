@@ -4,9 +4,11 @@ MTCNN and FPNet were trained on upright faces (roll within about +-45 degrees). 
 quarter turns brings every face within 45 degrees of upright in one of the four. The pyramid is resampled
 once (area resampling commutes with quarter turns) and each level turned (but the largest, see
 ``TURNED_SKIP``: turned faces are searched from 1.4 times the minimum face size); P-Net scans each level in all
-its turns in two batches (``propose_turns``), R-Net runs in each turn (there the candidates on faces that the upright image found standing upright stop after P-Net or
-R-Net, ``KNOWN_LEAN``); FPNet runs on each turn's survivors; boxes, landmarks and rotations are turned back
-into the input image's pixels and camera frame, and the faces found in several turns merged by NMS.
+its turns in two batches (``propose_turns``); R-Net runs in each turn (there the candidates on faces that the
+upright image found standing upright stop after P-Net or R-Net, ``KNOWN_LEAN``); FPNet runs on each turn's
+survivors (in the turned images it reads the pose only of faces it sees near upright, ``TURN_READ_LEAN``);
+boxes, landmarks and rotations are turned back into the input image's pixels and camera frame, and the faces
+found in several turns merged by NMS.
 
 Conventions: ``torch.rot90(x, k, dims=(-2, -1))`` turns the picture counter-clockwise (as displayed) by
 ``90 k`` degrees. Camera frame as everywhere: x right, y up, z toward the viewer, so a counter-clockwise
@@ -109,7 +111,7 @@ def propose_turns(pnet: PNet, levels: list[tuple[float, torch.Tensor]], config: 
     quarter turns, for each ``k``, from the upright image's pyramid ``levels`` (``(scale, (1, 3, h, w) level)``,
     largest first) turned; the turned images skip the first ``TURNED_SKIP`` levels. A level and its half turn
     have one shape, its quarter and three-quarter turns another: each pair goes through P-Net as one batch of two
-    (on the small levels, where a call's fixed cost is most of it, about half the time of two calls)."""
+    (on the small levels a call's fixed cost is most of its time)."""
     found: list[list] = [[] for _ in TURNS]
     for i, (scale, level) in enumerate(levels):
         for pair in ((0, 2), (1, 3)):
