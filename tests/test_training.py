@@ -370,12 +370,22 @@ def turned_dataset(tiny_dataset):
 
 
 @pytest.mark.slow  # training
-def test_turned_proposals_are_written_per_split(turned_dataset):
+def test_turned_proposals_are_written_per_split(turned_dataset, tmp_path):
+    """Each split's proposed crops load with their leans; a folder of profiles made by ``training.profile_synthesis``
+    (no photos to turn) beside the data set adds none, and a data set without them says what to run."""
     from training.samples import load_turned
 
     crops, leans = load_turned(turned_dataset, "train")
     assert crops.dtype == torch.uint8 and crops.shape[1:] == (48, 48, 3) and len(crops) == len(leans) > 0
     assert leans.abs().max() <= 180
+    made = tmp_path / "profiles"
+    made.mkdir()
+    (made / "manifest.json").write_text(json.dumps({"shards": {}, "made_by": "training.profile_synthesis"}))
+    both, _ = load_turned([turned_dataset, made], "train")
+    assert torch.equal(both, crops)
+    (made / "manifest.json").write_text(json.dumps({"shards": {}}))
+    with pytest.raises(FileNotFoundError, match="training.turned_proposals"):
+        load_turned([turned_dataset, made], "train")
 
 
 @pytest.mark.slow  # training

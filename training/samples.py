@@ -10,7 +10,7 @@ import torch
 
 from facepose.rotation import matrix_to_sixd, mirror_matrix, sixd_to_matrix
 
-__all__ = ["KIND", "Samples", "require_data_sets", "load_samples", "load_turned", "mirror_batch", "epoch_indices"]
+__all__ = ["KIND", "Samples", "require_data_sets", "made_by", "load_samples", "load_turned", "mirror_batch", "epoch_indices"]
 
 # what a sample is, by IoU of its crop's box with the nearest true face (see build_dataset)
 KIND = {"negative": 0, "positive": 1, "part": 2, "inside": 3}
@@ -41,6 +41,12 @@ def require_data_sets(folders: list[Path], made_by: str = "training.build_datase
             raise SystemExit(f"{folder} is not a data set (no manifest.json): run python -m {made_by} first")
 
 
+def made_by(folder: Path | str) -> str:
+    """The command that made the data set in ``folder`` (its manifest's ``made_by``; ``training.build_dataset``
+    where the manifest does not say)."""
+    return json.loads((Path(folder) / "manifest.json").read_text()).get("made_by", "training.build_dataset")
+
+
 def load_samples(folders: Path | str | list[Path | str], split: str) -> Samples:
     """All shards of ``split`` ("train" or "val") listed in the ``manifest.json`` of each folder (one data
     set, or several built side by side, e.g. one per source)."""
@@ -63,10 +69,13 @@ def load_samples(folders: Path | str | list[Path | str], split: str) -> Samples:
 
 def load_turned(folders: Path | str | list[Path | str], split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The crops the cascade proposes on turned faces (``training.turned_proposals``) of ``split`` in each data set
-    folder: ``(N, 48, 48, 3)`` uint8 crops and ``(N,)`` leans in degrees."""
+    folder made by ``training.build_dataset`` (those of ``training.profile_synthesis`` have none): ``(N, 48, 48, 3)``
+    uint8 crops and ``(N,)`` leans in degrees."""
     folders = [Path(f) for f in (folders if isinstance(folders, (list, tuple)) else [folders])]
     crops, leans = [], []
     for folder in folders:
+        if made_by(folder) == "training.profile_synthesis":
+            continue  # faces made from other faces' crops: no photos to turn
         path = folder / "turned" / f"{split}.npz"
         if not path.exists():
             raise FileNotFoundError(f"no {path}: run python -m training.turned_proposals --data {folder} first")
