@@ -274,7 +274,8 @@ measured on those. By default each face's rotation is averaged with the one FPNe
 {variant_section(m)}### Speed (2-core CPU, the 24 photos of `../shared/data/photos`, 115 px to 1280 px wide)
 
 Detector with FPNet: {1000 * s['fpnet_s_per_image']:.0f} ms per photo; with the original O-Net: {1000 * s['onet_s_per_image']:.0f} ms
-(pose, flip averaging included, adds {100 * s['pose_overhead']:+.1f}%; the target is under 10%).
+(pose, flip averaging included, adds {100 * s['pose_overhead']:+.1f}%, the median over the passes of the two detectors'
+times taken photo by photo in turns; the target is under 10%).
 
 ## Limitations
 
