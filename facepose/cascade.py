@@ -266,7 +266,8 @@ def finish_crops(fpnet: ONet, boxes: torch.Tensor, crops: torch.Tensor, config: 
     mirrored = None
     if len(again) or flip:  # one FPNet pass over the crops cut again and the mirrored crops
         seen = fpnet.features(torch.cat((pose_crops[again], pose_crops.flip(-1))) if flip else pose_crops[again])
-        kept = replace_rows(kept, again, select_rows(seen, slice(0, len(again))))
+        if len(again):
+            kept = replace_rows(kept, again, select_rows(seen, slice(0, len(again))))
         mirrored = select_rows(seen, slice(len(again), None)) if flip else None  # what FPNet sees mirrored
     sixd = fpnet.rotation_6d(kept)
     rotations = sixd_to_matrix(sixd) if mirrored is None else mean_with_mirrored(sixd, fpnet.rotation_6d(mirrored))
