@@ -11,6 +11,7 @@ from PIL import Image
 
 from facepose.cli import main
 from facepose.smoothing import OneEuro, OneEuroRotation, rotation_exp, rotation_log
+from facepose.tracker import CONFIRM_FRAMES
 
 from .conftest import PHOTOS, needs_photos
 
@@ -103,7 +104,8 @@ def test_video_cli_on_a_short_clip(tmp_path):
         assert sum(1 for _ in c.decode(video=0)) == 20
     lines = [json.loads(x) for x in (tmp_path / "annotated.jsonl").read_text().splitlines()]
     assert [x["frame"] for x in lines] == list(range(20))
-    assert all(len(x["faces"]) == 2 for x in lines)
+    # both faces on every frame once a less sure one is confirmed (the small face scores about 0.99, at SURE_SCORE)
+    assert all(len(x["faces"]) == 2 for x in lines[CONFIRM_FRAMES - 1:]) and len(lines[0]["faces"]) >= 1
     assert {f["track_id"] for x in lines for f in x["faces"]} == {1, 2}  # one id per face throughout
     assert set(lines[0]["faces"][0]) == {"track_id", "box", "score", "landmarks", "rotation", "yaw", "pitch", "roll"}
     assert main(["video", str(clip), str(out)]) == 2  # results exist: kept without --overwrite
