@@ -275,7 +275,8 @@ def finish_crops(fpnet: ONet, boxes: torch.Tensor, crops: torch.Tensor, config: 
         lean = fpnet.in_plane(kept)
         if mirrored is not None:
             lean = mean_lean(lean, fpnet.in_plane(mirrored))
-        rotations = upright_pose(fpnet, image, boxes[keep], lean, rotations, flip_pose)
+        rotations, marks = upright_pose(fpnet, image, boxes[keep], lean, rotations, marks[keep], flip_pose)
+        return Detections(boxes[keep], scores[keep], marks, rotations)
     return Detections(boxes[keep], scores[keep], marks[keep], rotations)
 
 
@@ -309,20 +310,21 @@ def mean_lean(lean: torch.Tensor, lean_of_mirrored: torch.Tensor) -> torch.Tenso
 
 
 def upright_pose(fpnet: ONet, image: torch.Tensor, boxes: torch.Tensor, leans: torch.Tensor, rotations: torch.Tensor,
-                 flip_pose: bool) -> torch.Tensor:
-    """``(N, 3, 3)`` rotations of the faces in ``boxes (N, 4)`` of ``image (1, 3, H, W)``: where the orientation
+                 landmarks: torch.Tensor, flip_pose: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(N, 3, 3)`` rotations and ``(N, 5, 2)`` landmarks of the faces in ``boxes (N, 4)`` of ``image (1, 3, H, W)``: where the orientation
     head sees a face leaning more than ``RECUT_LEAN`` degrees (``leans (N,)``), its crop is cut again turned by
     that lean (``crops.turned_crops``), ``RECUT_STEPS`` times, each turned by the lean plus what the head still
     sees in the last crop and placed where O-Net's box regression puts the face in it (the cascade's boxes sit
     off a face it found leaning; upright, O-Net boxes it as it learnt to; with ``flip_pose`` the mean of the box
     it finds in the crop and the mirror image of the one in the mirrored crop); the pose branch, an upright expert,
-    reads the last one upright, and its rotation is turned back (``Rz(-lean) R``). The other faces keep
-    ``rotations``. The boxes reported stay the cascade's."""
+    reads the last one upright, and its rotation is turned back (``Rz(-lean) R``); so are the landmarks O-Net
+    places in it (O-Net learnt upright faces: on a face leaning far, upside down say, it places them as on an upright
+    one). The other faces keep ``rotations`` and ``landmarks``. The boxes reported stay the cascade's."""
     leaning = torch.nonzero(leans.abs() > RECUT_LEAN).flatten()
     lean, windows = leans[leaning], square(boxes[leaning])
     for step in range(RECUT_STEPS):
         if not len(leaning):
-            return rotations
+            return rotations, landmarks
         crops, valid = turned_crops(image, windows, lean, 48)
         leaning, lean, windows, crops = leaning[valid], lean[valid], windows[valid], normalize(crops, inplace=True)
         if step + 1 < RECUT_STEPS and len(leaning):  # what the head still sees, and where the face sits upright
@@ -336,12 +338,14 @@ def upright_pose(fpnet: ONet, image: torch.Tensor, boxes: torch.Tensor, leans: t
             windows = square(_turned_back(apply_offsets(windows, offsets), windows, lean))
             lean = lean + still
     if not len(leaning):
-        return rotations
-    sixd = fpnet(crops).sixd
-    upright = flip_averaged(fpnet, crops, sixd) if flip_pose else sixd_to_matrix(sixd)
-    rotations = rotations.clone()
+        return rotations, landmarks
+    out = fpnet(crops)
+    upright = flip_averaged(fpnet, crops, out.sixd) if flip_pose else sixd_to_matrix(out.sixd)
+    rotations, landmarks = rotations.clone(), landmarks.clone()
     rotations[leaning] = turn_rotations(upright, -lean)
-    return rotations
+    marks = place_in_image(out.box, out.landmarks, windows)[1]
+    landmarks[leaning] = turn_about(marks, (windows[:, :2] + windows[:, 2:]) / 2, lean).to(landmarks.dtype)
+    return rotations, landmarks
 
 
 def decode_last_stage(out, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -527,8 +531,11 @@ def follow(nets: CascadeNets, image: torch.Tensor, boxes: torch.Tensor, config: 
             lean = fpnet.in_plane(both)
             lean = mean_lean(lean[:k], lean[k:]) if flip else lean
             if bool((lean.abs() > RECUT_LEAN).any()):
-                rotations = to_numpy(upright_pose(fpnet, image, torch.from_numpy(found[kept]).to(device), lean,
-                                                  torch.from_numpy(rotations).to(device), flip))
+                rotations, upright_marks = upright_pose(fpnet, image, torch.from_numpy(found[kept]).to(device), lean,
+                                                        torch.from_numpy(rotations).to(device),
+                                                        torch.from_numpy(marks[kept]).to(device), flip)
+                rotations, marks = to_numpy(rotations), marks.copy()
+                marks[kept] = to_numpy(upright_marks)
         elif angles is not None and k:  # a face cut upright that leans beyond UPRIGHT_FOLLOW now (a sudden roll)
             lean = np.where(angles[index[kept]] == 0, in_plane_angle(rotations), 0).astype(np.float32)
             again = np.nonzero(np.abs(lean) > UPRIGHT_FOLLOW)[0]

@@ -92,11 +92,21 @@ def roll_difference(a: float, b: float) -> float:
     return abs((a - b + 180) % 360 - 180)
 
 
+def landmark_roll(landmarks: list[tuple[float, float]]) -> float:
+    """Degrees, clockwise as displayed (as the roll): how far the line from the mouth's middle up to the eyes'
+    middle leans from pointing up."""
+    (ex1, ey1), (ex2, ey2), _, (mx1, my1), (mx2, my2) = landmarks
+    up_x, up_y = (ex1 + ex2 - mx1 - mx2) / 2, (ey1 + ey2 - my1 - my2) / 2  # image y points down
+    return math.degrees(math.atan2(up_x, -up_y))
+
+
 @needs_photos
 def test_crew_in_orbit(any_rotation):
     """Each face a person sees in the orbit photo is found once by any_rotation, with the roll a person sees
     (within 30 degrees). The upright detector finds some of the turned faces too: it never reports one of them
-    nearer upright than the roll a person sees (within 90 degrees of it; an upside-down face is never upright)."""
+    nearer upright than the roll a person sees (within 90 degrees of it; an upside-down face is never upright).
+    Either way the landmarks sit where the eyes and mouth are: the line from the mouth up to the eyes leans as the
+    roll a person sees (within 30 degrees)."""
     for detector, every_face, tolerance in ((any_rotation, True, 30), (FacePoseDetector(), False, 90)):
         faces = detector.detect(PHOTOS / CREW_PHOTO)
         for (x, y), roll in CREW_FACES:
@@ -105,6 +115,8 @@ def test_crew_in_orbit(any_rotation):
             assert len(hits) <= 1, f"face at {(x, y)} found {len(hits)} times"
             for f in hits:
                 assert roll_difference(f.roll, roll) < tolerance, f"face at {(x, y)}: roll {f.roll:.0f}, a person sees {roll}"
+                marks = landmark_roll(f.landmarks)
+                assert roll_difference(marks, roll) < 30, f"face at {(x, y)}: landmarks lean {marks:.0f}, a person sees {roll}"
 
 
 def test_any_rotation_bad_input_same_errors(any_rotation, tmp_path):
