@@ -10,6 +10,8 @@
   Rows: the plain detector on upright faces (the reference), ``any_rotation`` on upright faces, on faces
   turned by 90, 180 or 270 degrees, and on faces turned by 45, 135, 225 or 315 degrees (in turn); and the
   plain detector on faces turned by 180 degrees (the faces it finds upside down must get their real pose).
+  Landmark error: the mean distance of the five landmarks from AFLW2000's (``aflw2000.five_landmarks``, turned
+  alike), over the square root of the 68-landmark box's area.
 - **Validation** (``--validation``, in place of AFLW2000): the same rows on the validation split of the AFLW
   training crops (``training.build_dataset.is_validation``, 761 faces), each labelled by the teacher (WHENet,
   flip-averaged, on the face's teacher box); found: a detection centred within 0.3 of the box's side of its
@@ -37,7 +39,7 @@ from facepose.boxes import box_overlap
 from facepose.rotation import euler_to_matrix, geodesic_distance, turn_rotations
 from support.paths import AFLW2000, AFLW_FACES, AFLW_FACES_EXTRA, PHOTOS, WIDER_VAL
 from support.timing import interleaved, median_ratio
-from training.aflw2000 import load_aflw2000
+from training.aflw2000 import five_landmarks, load_aflw2000
 from training.metrics import average_precision
 from training.sources import read_wider_boxes, small_faces
 from training.turned_proposals import turned_box, turned_picture
@@ -65,14 +67,16 @@ ROWS = {  # row: (detector, angles taken in turn)
 }
 
 
-def pose_rows(samples: Iterable[tuple[np.ndarray, torch.Tensor, np.ndarray]], total: int, find,
+def pose_rows(samples: Iterable[tuple[np.ndarray, torch.Tensor, np.ndarray, np.ndarray | None]], total: int, find,
               weights: str | None = None, desc: str = "faces turned") -> dict[str, dict]:
-    """Each row of ``ROWS`` on ``total`` ``samples`` of ``(pixels, label (3, 3), box)`` (read one at a time): share
-    found, mean and median pose error, and how many faces found are over 90 degrees off. ``find(faces, box, m)``:
-    the detection of the face in ``box`` of the picture turned by ``m``, or None."""
+    """Each row of ``ROWS`` on ``total`` ``samples`` of ``(pixels, label (3, 3), box, five landmarks (5, 2) or None)``
+    (read one at a time): share found, mean and median pose error, how many faces found are over 90 degrees off, and
+    the mean landmark error (NaN without landmarks). ``find(faces, box, m)``: the detection of the face in ``box``
+    of the picture turned by ``m``, or None."""
     detectors = {"plain": FacePoseDetector(weights=weights), "any": FacePoseDetector(weights=weights, any_rotation=True)}
     errors: dict[str, list] = {name: [] for name in ROWS}
-    for i, (pixels, label, box) in enumerate(tqdm(samples, total=total, desc=desc, unit="face")):
+    landmark_errors: dict[str, list] = {name: [] for name in ROWS}
+    for i, (pixels, label, box, five) in enumerate(tqdm(samples, total=total, desc=desc, unit="face")):
         for name, (which, angles) in ROWS.items():
             angle = angles[i % len(angles)]
             image, m = turned_picture(pixels, angle)
@@ -81,12 +85,17 @@ def pose_rows(samples: Iterable[tuple[np.ndarray, torch.Tensor, np.ndarray]], to
             if face is not None:
                 want = turn_rotations(label[None], torch.tensor([float(angle)]))
                 error = math.degrees(geodesic_distance(torch.tensor(face.rotation)[None], want)[0])
+                if five is not None:
+                    side = math.sqrt((box[2] - box[0]) * (box[3] - box[1]))
+                    landmark_errors[name].append(float(np.linalg.norm(np.array(face.landmarks) - five @ m[:, :2].T - m[:, 2],
+                                                                      axis=1).mean()) / side)
             errors[name].append(error)
     out = {}
     for name, e in errors.items():
         found = [x for x in e if x is not None]
         out[name] = {"faces": len(e), "found": len(found) / len(e), "error": statistics.mean(found) if found else math.nan,
-                     "median": statistics.median(found) if found else math.nan, "flipped": sum(x > 90 for x in found)}
+                     "median": statistics.median(found) if found else math.nan, "flipped": sum(x > 90 for x in found),
+                     "landmarks": statistics.mean(landmark_errors[name]) if landmark_errors[name] else math.nan}
     return out
 
 
@@ -94,7 +103,7 @@ def aflw2000(every: int, weights: str | None = None) -> dict[str, dict]:
     """``pose_rows`` on every ``every``-th AFLW2000 face (found: IoU > 0.3 with the turned 68-landmark box)."""
     faces = load_aflw2000(AFLW2000)[::every]
     samples = ((load_image(s.image), euler_to_matrix(torch.tensor(s.yaw), torch.tensor(s.pitch), torch.tensor(s.roll)).float(),
-                s.box68) for s in faces)
+                s.box68, five_landmarks(s.image)) for s in faces)
     return pose_rows(samples, len(faces), lambda found, box, m: match(found, turned_box(box, m)), weights, "AFLW2000 turned")
 
 
@@ -124,7 +133,7 @@ def validation(every: int, weights: str | None = None) -> dict[str, dict]:
             x = np.stack([crop_square(Image.fromarray(p.pixels), p.teacher_boxes[0]) for p in photos[k:k + 32]])
             labels.append(flip_averaged(teacher, torch.from_numpy(x).permute(0, 3, 1, 2).float()))
     labels = torch.cat(labels)
-    samples = ((p.pixels, euler_to_matrix(*label).float(), np.array(p.teacher_boxes[0])) for p, label in zip(photos, labels))
+    samples = ((p.pixels, euler_to_matrix(*label).float(), np.array(p.teacher_boxes[0]), None) for p, label in zip(photos, labels))
     return pose_rows(samples, len(photos), near, weights, "validation turned")
 
 
@@ -178,10 +187,12 @@ def main(argv: list[str] | None = None) -> None:
     if not args.skip_aflw:
         res = validation(args.every, args.weights) if args.validation else aflw2000(args.every, args.weights)
         which = "validation split of the AFLW training crops" if args.validation else "AFLW2000"
-        print(f"| {which}, every {args.every}th face | faces | found | pose error (geodesic, deg) | median | over 90 off |")
-        print("|---|---|---|---|---|---|")
+        print(f"| {which}, every {args.every}th face | faces | found | pose error (geodesic, deg) | median | over 90 off "
+              "| landmark error |")
+        print("|---|---|---|---|---|---|---|")
         for name, r in res.items():
-            print(f"| {name} | {r['faces']} | {100 * r['found']:.1f}% | {r['error']:.2f} | {r['median']:.2f} | {r['flipped']} |")
+            print(f"| {name} | {r['faces']} | {100 * r['found']:.1f}% | {r['error']:.2f} | {r['median']:.2f} | {r['flipped']} "
+                  f"| {100 * r['landmarks']:.2f}% |")
         ref = res["plain detector, upright faces"]
         for name, r in list(res.items())[1:]:
             print(f"{name} vs the plain detector upright: found {r['found'] / ref['found']:.3f}x, error {r['error'] / ref['error']:.2f}x")

@@ -11,7 +11,7 @@ from PIL import Image
 
 from support.paths import AFLW2000
 
-__all__ = ["Sample", "load_aflw2000", "teacher_box", "crop_square"]
+__all__ = ["Sample", "load_aflw2000", "five_landmarks", "teacher_box", "crop_square"]
 
 
 @dataclass
@@ -45,6 +45,14 @@ def load_aflw2000(root: Path | str = AFLW2000, standard: bool = True) -> list[Sa
             samples.append(Sample(image, float(row["yaw_deg"]), float(row["pitch_deg"]), float(row["roll_deg"]),
                                   pt2d[:, visible].T.astype(np.float64), box68))
     return samples
+
+
+def five_landmarks(image: Path) -> np.ndarray:
+    """``(5, 2)`` pixels: the detector's five landmarks (eye centres, the left one as displayed first; nose tip; mouth
+    corners, left as displayed first) from the 68 fitted landmarks of the AFLW2000 image (``pt3d_68``'s x and y,
+    given for hidden points too): each eye's six points averaged, points 30, 48 and 54."""
+    points = sio.loadmat(Path(image).with_suffix(".mat"))["pt3d_68"][:2].T.astype(np.float64)
+    return np.stack((points[36:42].mean(0), points[42:48].mean(0), points[30], points[48], points[54]))
 
 
 def teacher_box(landmarks: np.ndarray) -> tuple[float, float, float, float]:
