@@ -52,7 +52,8 @@ the crop R-Net proposed; the pose of a face near frontal is read again from a cr
 which frames the face as training did.{orientation} {n_bytes / 1e6:.2f} MB
 of float32 weights. It runs on the 48x48 crops that MTCNN's P-Net and R-Net propose, so pose costs almost
 nothing on top of detection. O-Net's weights were frozen while the pose part learned, so **detection is
-exactly MTCNN's** (same boxes, scores and landmarks). Design from a 2022 bachelor thesis (Kyiv), which puts the
+exactly MTCNN's** (same boxes and scores; O-Net's landmarks, except for a face leaning more than 20 degrees, which
+gets those O-Net places in its crop cut again turned upright). Design from a 2022 bachelor thesis (Kyiv), which puts the
 rotation output on O-Net's last layer and trains the whole network; this is an independent reimplementation,
 and why it freezes O-Net is measured below."""
     return f"""FPNet is the last stage of FacePose's face detector: MTCNN's O-Net (conv 32-64-64-128, dense 256, PReLU,
