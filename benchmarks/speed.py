@@ -2,15 +2,18 @@
 
     python -m benchmarks.speed [--photos ../shared/data/photos] [--repeats 3] [--sizes 640x480 1280x960]
 
-Every photo is resized (letterbox-free stretch) to each size; the detectors run on the same RGB arrays,
-taking turns pass by pass (median of ``--repeats`` passes), after a warm-up, with the same thread count. Prints seconds per image and the
-ratio ours / facenet's (< 1 means FacePose is faster), for FacePose with FPNet (pose on) and with the
-original O-Net (the same work as facenet's), and with the networks run by ONNX Runtime when it is installed.
+Every photo is resized (letterbox-free stretch) to each size; the detectors run on the same photos (facenet's
+as PIL images, ours as RGB arrays), taking turns photo by photo (``support.timing.interleaved``), after a
+warm-up, with the same thread count. Prints seconds per image (the median of ``--repeats`` passes) and the ratio
+ours / facenet's (the median over passes of the ratio within a pass; < 1 means FacePose is faster), for FacePose
+with FPNet (pose on) and with the original O-Net (the same work as facenet's), and with the networks run by ONNX
+Runtime when it is installed.
 Needs ``pip install --no-deps facenet-pytorch==2.6.0``.
 """
 from __future__ import annotations
 
 import argparse
+import statistics
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +24,7 @@ from facepose import FacePoseDetector, load_image
 from facepose.weights import WEIGHTS_DIR
 from support.paths import PHOTOS
 from support.reference_mtcnn import facenet_mtcnn
-from support.timing import alternated
+from support.timing import interleaved, median_ratio
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 
@@ -55,14 +58,16 @@ def main(argv: list[str] | None = None) -> None:
     for size in args.sizes:
         w, h = (int(v) for v in size.split("x"))
         arrays = [np.asarray(im.resize((w, h), Image.BILINEAR)) for im in originals]
-        pils = [Image.fromarray(a) for a in arrays]
-        runs = {"facenet": (reference.detect, pils)} | {name: (det.detect, arrays) for name, det in ours.items()}
+        photos = [(a, Image.fromarray(a)) for a in arrays]
+        runs = {"facenet": lambda photo: reference.detect(photo[1])}
+        runs |= {name: (lambda photo, detect=det.detect: detect(photo[0])) for name, det in ours.items()}
         with torch.inference_mode():
-            t = alternated(runs, args.repeats, warmup=3)
-        line = (f"{size:>10} {t['facenet']:14.4f} {t['O-Net']:11.4f} {t['FPNet']:11.4f} {t['O-Net'] / t['facenet']:12.2f}"
-                f" {t['FPNet'] / t['facenet']:12.2f}")
+            times = interleaved(runs, photos, args.repeats, warmup=3)
+        t = {name: statistics.median(v) for name, v in times.items()}
+        r = {name: median_ratio(v, times["facenet"]) for name, v in times.items()}
+        line = f"{size:>10} {t['facenet']:14.4f} {t['O-Net']:11.4f} {t['FPNet']:11.4f} {r['O-Net']:12.2f} {r['FPNet']:12.2f}"
         if ort:
-            line += f" {t['FPNet, onnxruntime']:10.4f} {t['FPNet, onnxruntime'] / t['facenet']:10.2f}"
+            line += f" {t['FPNet, onnxruntime']:10.4f} {r['FPNet, onnxruntime']:10.2f}"
         print(line)
 
 
