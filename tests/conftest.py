@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import math
 
 import pytest
 
@@ -23,3 +24,11 @@ def aflw2000_rows() -> list[dict]:
     """The standard 1969-face subset's labels, in file order."""
     with open(AFLW2000 / "labels.csv") as f:
         return [r for r in csv.DictReader(f) if r["in_standard_1969_subset"] == "1"]
+
+
+def landmark_roll(landmarks) -> float:
+    """Degrees, clockwise as displayed (as the roll): how far the line from the mouth's middle up to the eyes'
+    middle of five landmarks (eyes, nose, mouth corners) leans from pointing up."""
+    (ex1, ey1), (ex2, ey2), _, (mx1, my1), (mx2, my2) = landmarks
+    up_x, up_y = (ex1 + ex2 - mx1 - mx2) / 2, (ey1 + ey2 - my1 - my2) / 2  # image y points down
+    return math.degrees(math.atan2(up_x, -up_y))

@@ -12,7 +12,7 @@ from facepose import FacePoseDetector, load_image
 from facepose.rotation import euler_to_matrix, geodesic_distance, turn_rotations
 from facepose.turns import turn, turn_matrix, unturn_boxes, unturn_points
 
-from .conftest import PHOTOS, needs_photos
+from .conftest import PHOTOS, landmark_roll, needs_photos
 
 
 @pytest.mark.parametrize("k", [0, 1, 2, 3])
@@ -90,14 +90,6 @@ CREW_FACES = [((810, 192), 180), ((695, 226), 180), ((590, 280), 180), ((503, 30
 
 def roll_difference(a: float, b: float) -> float:
     return abs((a - b + 180) % 360 - 180)
-
-
-def landmark_roll(landmarks: list[tuple[float, float]]) -> float:
-    """Degrees, clockwise as displayed (as the roll): how far the line from the mouth's middle up to the eyes'
-    middle leans from pointing up."""
-    (ex1, ey1), (ex2, ey2), _, (mx1, my1), (mx2, my2) = landmarks
-    up_x, up_y = (ex1 + ex2 - mx1 - mx2) / 2, (ey1 + ey2 - my1 - my2) / 2  # image y points down
-    return math.degrees(math.atan2(up_x, -up_y))
 
 
 @needs_photos

@@ -13,7 +13,7 @@ from facepose.cli import main
 from facepose.smoothing import OneEuro, OneEuroRotation, rotation_exp, rotation_log
 from facepose.tracker import CONFIRM_FRAMES
 
-from .conftest import PHOTOS, needs_photos
+from .conftest import PHOTOS, landmark_roll, needs_photos
 
 needs_av = pytest.mark.skipif(importlib.util.find_spec("av") is None, reason="PyAV is not installed (pip install av)")
 
@@ -232,7 +232,7 @@ def test_tracker_cuts_a_still_face_from_the_same_window():
 @needs_photos
 def test_tracker_follows_heads_through_a_full_turn():
     """A photo of two faces turning through 360 degrees over 150 frames: with any_rotation each face is found
-    in at least 95% of the frames, under one track id, its roll following the turn."""
+    in at least 95% of the frames, under one track id, its roll following the turn, and its landmarks with it."""
     from collections import Counter
 
     from facepose import FacePoseDetector
@@ -249,6 +249,8 @@ def test_tracker_follows_heads_through_a_full_turn():
     lean = [next(f for f in faces if f.track_id == big).roll for faces in result[:60:10]]
     expected = [-2.4 * k for k in range(0, 60, 10)]
     assert all(abs((a - e + 180) % 360 - 180) < 20 for a, e in zip(lean, expected)), (lean, expected)
+    marks = [(landmark_roll(f.landmarks), f.roll) for faces in result for f in faces if f.track_id == big]
+    assert all(abs((a - e + 180) % 360 - 180) < 30 for a, e in marks), marks
 
 
 @needs_photos
