@@ -271,13 +271,13 @@ def finish_crops(fpnet: ONet, boxes: torch.Tensor, crops: torch.Tensor, config: 
         mirrored = select_rows(seen, slice(len(again), None)) if flip else None  # what FPNet sees mirrored
     sixd = fpnet.rotation_6d(kept)
     rotations = sixd_to_matrix(sixd) if mirrored is None else mean_with_mirrored(sixd, fpnet.rotation_6d(mirrored))
+    marks = marks[keep]
     if image is not None and fpnet.has_orientation and len(keep):
         lean = fpnet.in_plane(kept)
         if mirrored is not None:
             lean = mean_lean(lean, fpnet.in_plane(mirrored))
-        rotations, marks = upright_pose(fpnet, image, boxes[keep], lean, rotations, marks[keep], flip_pose)
-        return Detections(boxes[keep], scores[keep], marks, rotations)
-    return Detections(boxes[keep], scores[keep], marks[keep], rotations)
+        rotations, marks = upright_pose(fpnet, image, boxes[keep], lean, rotations, marks, flip_pose)
+    return Detections(boxes[keep], scores[keep], marks, rotations)
 
 
 def relook(fpnet: ONet, image: torch.Tensor, boxes: torch.Tensor, crops: torch.Tensor, features: LastStageFeatures,
@@ -311,8 +311,8 @@ def mean_lean(lean: torch.Tensor, lean_of_mirrored: torch.Tensor) -> torch.Tenso
 
 def upright_pose(fpnet: ONet, image: torch.Tensor, boxes: torch.Tensor, leans: torch.Tensor, rotations: torch.Tensor,
                  landmarks: torch.Tensor, flip_pose: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(N, 3, 3)`` rotations and ``(N, 5, 2)`` landmarks of the faces in ``boxes (N, 4)`` of ``image (1, 3, H, W)``: where the orientation
-    head sees a face leaning more than ``RECUT_LEAN`` degrees (``leans (N,)``), its crop is cut again turned by
+    """``(N, 3, 3)`` rotations and ``(N, 5, 2)`` landmarks of the faces in ``boxes (N, 4)`` of ``image (1, 3, H, W)``:
+    where the orientation head sees a face leaning more than ``RECUT_LEAN`` degrees (``leans (N,)``), its crop is cut again turned by
     that lean (``crops.turned_crops``), ``RECUT_STEPS`` times, each turned by the lean plus what the head still
     sees in the last crop and placed where O-Net's box regression puts the face in it (the cascade's boxes sit
     off a face it found leaning; upright, O-Net boxes it as it learnt to; with ``flip_pose`` the mean of the box
