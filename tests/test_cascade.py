@@ -13,7 +13,7 @@ from facepose.crops import integral_image, padded_crops
 from facepose.nets import _max_pool_2x2
 from facepose.rotation import geodesic_distance, mirror_matrix, sixd_to_matrix, turned_away
 
-from .conftest import PHOTOS, REPO, needs_photos
+from .conftest import PHOTOS, REPO, landmark_roll, needs_photos
 
 CLASS_PHOTO = "nasa_astronaut_class_photo_b.png"  # 8 faces
 
@@ -208,6 +208,12 @@ def test_follow_cuts_a_nearly_upright_face_upright_and_a_leaning_one_turned(nets
     upright = float(in_plane_angle(follow(nets, picture, window, config, angles=torch.zeros(1))[1].rotations)[0])
     once = float(in_plane_angle(follow(nets, picture, window, config, angles=torch.tensor([upright]))[1].rotations)[0])
     assert abs(upright - once) < 1.5 and abs(upright - (float(leans[0]) - 50)) < 4  # counter-clockwise: negative
+    # the face upside down, followed without an angle: read upright as a detection reads it, landmarks included
+    # (O-Net alone places them as on an upright face)
+    picture, _ = turned_crops(image, around, torch.tensor([180.0]), 3 * side)
+    _, alone, _ = follow(nets, picture, window, config)
+    lean = float(in_plane_angle(alone.rotations)[0])
+    assert abs(lean) > 160 and abs((landmark_roll(alone.landmarks[0].tolist()) - lean + 180) % 360 - 180) < 15
 
 
 @pytest.mark.parametrize("height, width", [(575, 767), (286, 382), (101, 100), (120, 121)])
