@@ -182,7 +182,8 @@ def test_follow_keeps_known_faces_and_drops_an_empty_window(nets, image, detecto
 def test_follow_cuts_a_nearly_upright_face_upright_and_a_leaning_one_turned(nets, image):
     """A tracker passes each face's last in-plane angle: within ``UPRIGHT_FOLLOW`` of upright the crop is the
     upright one (the same reading as no angle), beyond it the crop is turned and the rotation turned back; a face
-    cut upright that reads beyond it (a sudden roll) is read again turned by what it reads."""
+    cut upright that reads beyond it (a sudden roll) is read again turned by what it reads. Without angles, a face
+    upside down is read upright, with its landmarks, as a detection reads it."""
     from facepose.boxes import square
     from facepose.cascade import UPRIGHT_FOLLOW
     from facepose.crops import turned_crops
