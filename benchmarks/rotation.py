@@ -191,8 +191,9 @@ def main(argv: list[str] | None = None) -> None:
               "| landmark error |")
         print("|---|---|---|---|---|---|---|")
         for name, r in res.items():
+            landmarks = "-" if math.isnan(r["landmarks"]) else f"{100 * r['landmarks']:.2f}%"  # none on validation
             print(f"| {name} | {r['faces']} | {100 * r['found']:.1f}% | {r['error']:.2f} | {r['median']:.2f} | {r['flipped']} "
-                  f"| {100 * r['landmarks']:.2f}% |")
+                  f"| {landmarks} |")
         ref = res["plain detector, upright faces"]
         for name, r in list(res.items())[1:]:
             print(f"{name} vs the plain detector upright: found {r['found'] / ref['found']:.3f}x, error {r['error'] / ref['error']:.2f}x")
