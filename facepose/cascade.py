@@ -312,8 +312,8 @@ def mean_lean(lean: torch.Tensor, lean_of_mirrored: torch.Tensor) -> torch.Tenso
 def upright_pose(fpnet: ONet, image: torch.Tensor, boxes: torch.Tensor, leans: torch.Tensor, rotations: torch.Tensor,
                  landmarks: torch.Tensor, flip_pose: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """``(N, 3, 3)`` rotations and ``(N, 5, 2)`` landmarks of the faces in ``boxes (N, 4)`` of ``image (1, 3, H, W)``:
-    where the orientation head sees a face leaning more than ``RECUT_LEAN`` degrees (``leans (N,)``), its crop is cut again turned by
-    that lean (``crops.turned_crops``), ``RECUT_STEPS`` times, each turned by the lean plus what the head still
+    where the orientation head sees a face leaning more than ``RECUT_LEAN`` degrees (``leans (N,)``), its crop is
+    cut again turned by that lean (``crops.turned_crops``), ``RECUT_STEPS`` times, each turned by the lean plus what the head still
     sees in the last crop and placed where O-Net's box regression puts the face in it (the cascade's boxes sit
     off a face it found leaning; upright, O-Net boxes it as it learnt to; with ``flip_pose`` the mean of the box
     it finds in the crop and the mirror image of the one in the mirrored crop); the pose branch, an upright expert,
@@ -534,8 +534,8 @@ def follow(nets: CascadeNets, image: torch.Tensor, boxes: torch.Tensor, config: 
                 rotations, upright_marks = upright_pose(fpnet, image, torch.from_numpy(found[kept]).to(device), lean,
                                                         torch.from_numpy(rotations).to(device),
                                                         torch.from_numpy(marks[kept]).to(device), flip)
-                rotations, marks = to_numpy(rotations), marks.copy()
-                marks[kept] = to_numpy(upright_marks)
+                rotations = to_numpy(rotations)
+                marks[kept] = to_numpy(upright_marks)  # marks: this call's own array
         elif angles is not None and k:  # a face cut upright that leans beyond UPRIGHT_FOLLOW now (a sudden roll)
             lean = np.where(angles[index[kept]] == 0, in_plane_angle(rotations), 0).astype(np.float32)
             again = np.nonzero(np.abs(lean) > UPRIGHT_FOLLOW)[0]
