@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -68,6 +69,30 @@ def test_mirrored_samples_have_mirrored_labels():
     angles = matrix_to_euler(sixd_to_matrix(s.double()))
     assert torch.allclose(angles[0], torch.tensor([-40.0, 10.0, -20.0], dtype=torch.float64), atol=1e-4)
     assert torch.allclose(angles[1], torch.tensor([40.0, 10.0, 20.0], dtype=torch.float64), atol=1e-4)
+
+
+def test_orientation_losses_pull_back_a_crop_read_upside_down():
+    """Every orientation loss but ``cosine`` pulls a reading 180 degrees off back toward the lean; the von Mises
+    loss, fitted by gradient descent, learns a long vector where the leans agree and a short one where a crop
+    leans either of two opposite ways half the time (the head's length is how sure it is)."""
+    from training.train import orientation_loss
+
+    lean = torch.zeros(1)
+    for kind in ("angle", "von_mises"):
+        v = torch.tensor([[-1.0, 1e-3]], requires_grad=True)
+        orientation_loss(v, lean, kind).backward()
+        step = (v - v.grad).detach()[0]  # one step of gradient descent
+        assert abs(math.degrees(math.atan2(step[1], step[0]))) < 170, (kind, v.grad)
+    lengths = {}
+    for name, leans in {"sure": torch.zeros(64), "either way": torch.tensor([0.0, math.pi] * 32)}.items():
+        v = torch.tensor([[0.5, 0.0]], requires_grad=True)
+        optimiser = torch.optim.SGD([v], lr=0.5)
+        for _ in range(200):
+            optimiser.zero_grad()
+            orientation_loss(v.expand(len(leans), 2), leans, "von_mises").backward()
+            optimiser.step()
+        lengths[name] = float(v.detach().norm())
+    assert lengths["sure"] > 3 and lengths["either way"] < 0.1, lengths
 
 
 def test_iou_labelling_on_hand_made_boxes():

@@ -51,7 +51,9 @@ class Recipe:
             leans in its crop; the pose branch stays as ``--init`` gave it).
         orientation_loss: with ``learn="orientation"``, the loss on the lean's error: ``cosine`` (1 - cos of it)
             or ``angle`` (its absolute value in radians: a crop read upside down, 180 degrees off, is pulled
-            back as hard as one read a little off, where 1 - cos has no slope).
+            back as hard as one read a little off, where 1 - cos has no slope) or ``von_mises`` (the negative log
+            likelihood of the lean under a von Mises distribution whose natural parameter is the head's vector:
+            its direction is the lean, its length how sure the head is; pulled back from upside down too).
     """
 
     name: str
@@ -92,8 +94,8 @@ class Recipe:
             (self.learn == "rotation" or (self.sizes.get("orient_hidden") and not self.train_detection),
              "learning the orientation needs an orientation head (sizes orient_hidden) and O-Net frozen"),
             (self.rotation_loss in ("l2", "geodesic"), f"rotation_loss must be l2 or geodesic, not {self.rotation_loss!r}"),
-            (self.orientation_loss in ("cosine", "angle"),
-             f"orientation_loss must be cosine or angle, not {self.orientation_loss!r}"),
+            (self.orientation_loss in ("cosine", "angle", "von_mises"),
+             f"orientation_loss must be cosine, angle or von_mises, not {self.orientation_loss!r}"),
             (self.mining in ("middle60", "none"), f"mining must be middle60 or none, not {self.mining!r}"),
             (self.epochs > 0 and self.batch_size > 0 and self.lr > 0, "epochs, batch_size and lr must be positive"),
         ]

@@ -37,7 +37,7 @@ from .metrics import angle_errors
 from .recipes import RECIPES, Recipe
 from .samples import KIND, Samples, epoch_indices, load_samples, load_turned, mirror_batch
 
-__all__ = ["main", "train", "evaluate_samples", "build_parser", "make_model", "losses"]
+__all__ = ["main", "train", "evaluate_samples", "build_parser", "make_model", "losses", "orientation_loss"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,6 +122,22 @@ def rotation_loss(predicted: torch.Tensor, target: torch.Tensor, posed: torch.Te
     return ((predicted[posed] - target[posed]) ** 2).sum(1).mean()
 
 
+def orientation_loss(v: torch.Tensor, lean: torch.Tensor, kind: str) -> torch.Tensor:
+    """The orientation head's loss: ``v (N, 2)`` its vectors (cos, sin of the lean, unnormalised), ``lean (N,)``
+    the true leans in radians. ``cosine``: 1 - cos of the error; ``angle``: its absolute value (a crop read upside
+    down is pulled back as hard as one read a little off); ``von_mises``: the negative log likelihood of the lean
+    under the von Mises distribution with natural parameter ``v`` (direction the lean, length ``kappa`` the
+    certainty: for a crop that could lean either of two opposite ways the best ``v`` is short)."""
+    along = v[:, 0] * torch.cos(lean) + v[:, 1] * torch.sin(lean)  # |v| cos and |v| sin of the error
+    across = v[:, 1] * torch.cos(lean) - v[:, 0] * torch.sin(lean)
+    if kind == "angle":
+        return torch.atan2(across, along).abs().mean()
+    if kind == "von_mises":  # -log p = log(2 pi I0(kappa)) - v . (cos, sin)(lean), without the constant
+        kappa = v.norm(dim=1).clamp_min(1e-6)
+        return (torch.log(torch.special.i0e(kappa)) + kappa - along).mean()
+    return (1 - along / v.norm(dim=1).clamp_min(1e-6)).mean()
+
+
 def losses(model: ONet, batch: Samples, recipe: Recipe, gen: torch.Generator,
            proposed: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """The recipe's losses on one batch (prepared on the CPU, learned from on the model's device);
@@ -159,14 +175,8 @@ def losses(model: ONet, batch: Samples, recipe: Recipe, gen: torch.Generator,
             x, lean = torch.cat((x, augment_crops(y, gen, recipe.augment) if recipe.augment else y)), torch.cat((lean, y_lean))
         if not len(x):
             return {"orientation": torch.zeros(()), "loss": torch.zeros((), requires_grad=True)}
-        lean = torch.deg2rad(lean).to(device)
         v = model.orientation_vector(model.features(x.to(device)))
-        along = v[:, 0] * torch.cos(lean) + v[:, 1] * torch.sin(lean)  # |v| cos and |v| sin of the error
-        across = v[:, 1] * torch.cos(lean) - v[:, 0] * torch.sin(lean)
-        if recipe.orientation_loss == "angle":
-            loss = torch.atan2(across, along).abs().mean()
-        else:
-            loss = (1 - along / v.norm(dim=1).clamp_min(1e-6)).mean()
+        loss = orientation_loss(v, torch.deg2rad(lean).to(device), recipe.orientation_loss)
         return {"orientation": loss, "loss": loss}
     x, box, sixd = (t.to(device) for t in (x, box, sixd))
     kind, has_pose = batch.kind.to(device), batch.has_pose.to(device)
@@ -200,7 +210,8 @@ def evaluate_samples(model: ONet, samples: Samples, batch_size: int = 512, turne
     """Validation: face accuracy (at 0.5), pose error against the label in degrees (yaw, pitch, roll, mean;
     ``geodesic``: the angle between rotations). With ``turned`` (and context crops) also ``turned_geodesic``:
     the pose error on the labelled faces turned by ``validation_angles``, cut from their context crops, and
-    the orientation head's mean lean error there (``turned_lean_error``). With ``proposed`` (``load_turned``)
+    the orientation head's mean lean error there (``turned_lean_error``) and the share it reads more than 90
+    degrees off (``turned_lean_flips``). With ``proposed`` (``load_turned``)
     its mean lean error on the crops the cascade proposed on turned faces (``proposed_lean_error``) and the
     share of them it reads more than 90 degrees off (``proposed_lean_flips``)."""
     model.eval()
@@ -238,7 +249,9 @@ def evaluate_samples(model: ONet, samples: Samples, batch_size: int = 512, turne
                 lean_errors.append((model.in_plane(f).cpu().double() - in_plane_angle(label) + 180) % 360 - 180)
         out_metrics["turned_geodesic"] = float(torch.rad2deg(torch.cat(errors)).mean())
         if lean_errors:
-            out_metrics["turned_lean_error"] = float(torch.cat(lean_errors).abs().mean())
+            lean_errors = torch.cat(lean_errors).abs()
+            out_metrics["turned_lean_error"] = float(lean_errors.mean())
+            out_metrics["turned_lean_flips"] = float((lean_errors > 90).double().mean())
     if proposed is not None and model.has_orientation and len(proposed[0]):
         errors = []
         for i in range(0, len(proposed[0]), batch_size):
