@@ -128,9 +128,9 @@ def orientation_loss(v: torch.Tensor, lean: torch.Tensor, kind: str) -> torch.Te
     down is pulled back as hard as one read a little off); ``von_mises``: the negative log likelihood of the lean
     under the von Mises distribution with natural parameter ``v`` (direction the lean, length ``kappa`` the
     certainty: for a crop that could lean either of two opposite ways the best ``v`` is short)."""
-    along = v[:, 0] * torch.cos(lean) + v[:, 1] * torch.sin(lean)  # |v| cos and |v| sin of the error
-    across = v[:, 1] * torch.cos(lean) - v[:, 0] * torch.sin(lean)
+    along = v[:, 0] * torch.cos(lean) + v[:, 1] * torch.sin(lean)  # |v| cos of the error
     if kind == "angle":
+        across = v[:, 1] * torch.cos(lean) - v[:, 0] * torch.sin(lean)  # |v| sin of the error
         return torch.atan2(across, along).abs().mean()
     if kind == "von_mises":  # -log p = log(2 pi I0(kappa)) - v . (cos, sin)(lean), without the constant
         kappa = v.norm(dim=1).clamp_min(1e-6)
@@ -211,9 +211,9 @@ def evaluate_samples(model: ONet, samples: Samples, batch_size: int = 512, turne
     ``geodesic``: the angle between rotations). With ``turned`` (and context crops) also ``turned_geodesic``:
     the pose error on the labelled faces turned by ``validation_angles``, cut from their context crops, and
     the orientation head's mean lean error there (``turned_lean_error``) and the share it reads more than 90
-    degrees off (``turned_lean_flips``). With ``proposed`` (``load_turned``)
-    its mean lean error on the crops the cascade proposed on turned faces (``proposed_lean_error``) and the
-    share of them it reads more than 90 degrees off (``proposed_lean_flips``)."""
+    degrees off (``turned_lean_flips``). With ``proposed`` (``load_turned``) its mean lean error on the crops the
+    cascade proposed on turned faces (``proposed_lean_error``) and the share of them it reads more than 90 degrees
+    off (``proposed_lean_flips``)."""
     model.eval()
     device = next(model.parameters()).device
     probs, pred, true, geo = [], [], [], []
