@@ -38,7 +38,7 @@ def same_faces(a: dict, b: dict) -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--photos", type=Path, default=WIDER_TRAIN / "images")
     p.add_argument("--count", type=int, default=80)
     p.add_argument("--workers", type=int, default=2)

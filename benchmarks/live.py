@@ -112,7 +112,7 @@ def compare(clip: list[np.ndarray], every: int, max_faces: int | None, mesh_face
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--frames", type=int, default=150)
     p.add_argument("--size", default="640x480")
     p.add_argument("--every", type=int, default=30, help="the tracker's search for new faces once every N frames")

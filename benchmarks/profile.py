@@ -68,7 +68,7 @@ def profile_one(det: FacePoseDetector, pixels: np.ndarray, timing: dict[str, lis
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size", default="640x480")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch")

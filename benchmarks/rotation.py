@@ -166,7 +166,7 @@ def cost(size: tuple[int, int], repeats: int, weights: str | None = None) -> dic
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--every", type=int, default=4, help="every n-th face (4: 493 of AFLW2000, 190 of the validation split)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--size", default="640x480")

@@ -67,7 +67,7 @@ def lag(raw: list[list], smooth: list[list], at: int = 30, within: float = 2.0) 
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--frames", type=int, default=150)
     p.add_argument("--size", default="640x480")
     p.add_argument("--every", type=int, default=30)

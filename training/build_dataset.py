@@ -319,7 +319,7 @@ class Builder:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("data_cache/fpnet"))
     parser.add_argument("--sources", nargs="*", default=["aflw", "aflw_extra", "wider"],
                         choices=["aflw", "aflw_extra", "wider"], help="the shared data sets to use (default: all)")

@@ -53,7 +53,7 @@ def download_wheel(folder: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--wheel", type=Path, help="facenet_pytorch-2.6.0 wheel (default: pip download it)")
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="output folder (default: the package's)")
     parser.add_argument("--reset-fpnet", action="store_true",

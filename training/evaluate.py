@@ -249,7 +249,7 @@ def markdown(m: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--weights", type=Path, default=WEIGHTS_DIR / "fpnet.safetensors")
     p.add_argument("--out", type=Path, default=Path("runs/eval"))
     p.add_argument("--aflw2000", type=Path, default=AFLW2000)

@@ -284,7 +284,7 @@ def _write_labels(folder: Path, index: dict, labels: torch.Tensor, label_source:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, nargs="+", default=[Path("data_cache/fpnet")],
                         help="data sets from build_dataset, relabelled together (default: data_cache/fpnet)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")

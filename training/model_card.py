@@ -342,7 +342,7 @@ FacePose builds on:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--metrics", type=Path, default=REPO / "facepose" / "data" / "metrics.json")
     p.add_argument("--out", type=Path, default=REPO / "MODEL_CARD.md")
     args = p.parse_args(argv)

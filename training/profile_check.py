@@ -156,7 +156,7 @@ def _print(name: str, result: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--weights", type=Path, nargs="*", default=[], help="FPNet weights files to compare")
     p.add_argument("--data", type=Path, nargs="*", default=[], help="build_dataset folders (real AFLW faces)")
     p.add_argument("--profiles", type=Path, nargs="*", default=[], help="profile_synthesis folders (turned faces)")

@@ -271,7 +271,7 @@ def _two_teacher_keys(folder: Path) -> set[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, nargs="+", default=[Path("data_cache/fpnet")],
                    help="data set folders (build_dataset --out, after landmark_pose) whose AFLW faces are turned")
     p.add_argument("--out", type=Path, default=Path("data_cache/profiles"), help="the profiles' data set folder")

@@ -71,7 +71,7 @@ def record_reference(out: Path = REFERENCE, root: Path = AFLW2000) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("weights", type=Path, help="trained FPNet (.safetensors, pose=trained)")
     p.add_argument("eval_dir", type=Path, help="output folder of python -m training.evaluate for these weights")
     p.add_argument("--train-args", type=Path, default=None,

@@ -161,7 +161,7 @@ def build(folder: Path, nets: CascadeNets, turns: int, limit: int | None, seed: 
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, nargs="+", default=[Path("data_cache/fpnet")],
                    help="data set folders (build_dataset --out), each gets a turned/ folder")
     p.add_argument("--turns", type=int, default=3, help="random angles each face is turned by, in turn")
