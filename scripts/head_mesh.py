@@ -37,7 +37,7 @@ def farthest_points(points: np.ndarray, count: int, first: int) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--vertices", type=int, default=160)
     parser.add_argument("--out", type=Path, default=REPO / "facepose" / "data" / "head_mesh.json")
     args = parser.parse_args(argv)
