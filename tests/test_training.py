@@ -71,6 +71,26 @@ def test_mirrored_samples_have_mirrored_labels():
     assert torch.allclose(angles[1], torch.tensor([40.0, 10.0, 20.0], dtype=torch.float64), atol=1e-4)
 
 
+def test_photos_profiles_can_leave_the_pose_to_the_made_profiles(tmp_path):
+    """``load_samples(..., real_pose_max_yaw=60)`` takes the pose from the faces of photos turned 60 degrees or more,
+    and keeps it on the profiles made by ``training.profile_synthesis`` (exact labels) and on the photos' other faces."""
+    from training.samples import KIND, load_samples
+
+    yaws = np.array([10.0, -59.0, 60.0, -80.0, np.nan])
+    for name, made_by in (("photos", "training.build_dataset"), ("made", "training.profile_synthesis")):
+        (tmp_path / name / "shards").mkdir(parents=True)
+        angles = np.stack([yaws, np.zeros(5), np.zeros(5)], 1).astype(np.float32)
+        np.savez(tmp_path / name / "shards" / f"train_{name}.npz", crops=np.zeros((5, 48, 48, 3), np.uint8),
+                 kind=np.full(5, KIND["positive"], np.int8), box=np.zeros((5, 4), np.float32),
+                 sixd=np.zeros((5, 6), np.float32), angles=angles, has_pose=~np.isnan(yaws))
+        (tmp_path / name / "manifest.json").write_text(json.dumps(
+            {"made_by": made_by, "shards": {f"train_{name}": {"split": "train", "samples": 5}}}))
+    folders = [tmp_path / "made", tmp_path / "photos"]  # shards load sorted by name: made, then photos
+    assert load_samples(folders, "train").has_pose.tolist() == [True] * 4 + [False] + [True] * 4 + [False]
+    assert load_samples(folders, "train", real_pose_max_yaw=60).has_pose.tolist() == \
+        [True] * 4 + [False] + [True, True, False, False, False]
+
+
 def test_orientation_losses_pull_back_a_crop_read_upside_down():
     """Every orientation loss but ``cosine`` pulls a reading 180 degrees off back toward the lean; the von Mises
     loss, fitted by gradient descent, learns a long vector where the leans agree and a short one where a crop

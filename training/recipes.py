@@ -54,6 +54,9 @@ class Recipe:
             back as hard as one read a little off, where 1 - cos has no slope) or ``von_mises`` (the negative log
             likelihood of the lean under a von Mises distribution whose natural parameter is the head's vector:
             its direction is the lean, its length how sure the head is; pulled back from upside down too).
+        real_pose_max_yaw: with profiles made from near-frontal faces among the data, the photos' faces whose label
+            turns this far (degrees of |yaw|) or further carry no pose in training, so the exact labels of the made
+            profiles alone teach the pose there (0: every labelled face teaches).
     """
 
     name: str
@@ -77,6 +80,7 @@ class Recipe:
     proposals: float = 0.0
     learn: str = "rotation"
     orientation_loss: str = "cosine"
+    real_pose_max_yaw: float = 0.0
 
     def __post_init__(self) -> None:
         checks = [
@@ -96,6 +100,7 @@ class Recipe:
             (self.rotation_loss in ("l2", "geodesic"), f"rotation_loss must be l2 or geodesic, not {self.rotation_loss!r}"),
             (self.orientation_loss in ("cosine", "angle", "von_mises"),
              f"orientation_loss must be cosine, angle or von_mises, not {self.orientation_loss!r}"),
+            (0 <= self.real_pose_max_yaw <= 180, "real_pose_max_yaw is a |yaw| in degrees (0: off)"),
             (self.mining in ("middle60", "none"), f"mining must be middle60 or none, not {self.mining!r}"),
             (self.epochs > 0 and self.batch_size > 0 and self.lr > 0, "epochs, batch_size and lr must be positive"),
         ]

@@ -47,9 +47,10 @@ def made_by(folder: Path | str) -> str:
     return json.loads((Path(folder) / "manifest.json").read_text()).get("made_by", "training.build_dataset")
 
 
-def load_samples(folders: Path | str | list[Path | str], split: str) -> Samples:
+def load_samples(folders: Path | str | list[Path | str], split: str, real_pose_max_yaw: float = 0.0) -> Samples:
     """All shards of ``split`` ("train" or "val") listed in the ``manifest.json`` of each folder (one data
-    set, or several built side by side, e.g. one per source)."""
+    set, or several built side by side, e.g. one per source). ``real_pose_max_yaw`` (degrees, 0: off): the faces
+    of photos (not of ``training.profile_synthesis``) whose label turns as far as that or further keep no pose."""
     folders = [Path(f) for f in (folders if isinstance(folders, (list, tuple)) else [folders])]
     shards = []  # sorted by name over all folders: one data set built in parts loads as if built at once
     for folder in folders:
@@ -59,7 +60,11 @@ def load_samples(folders: Path | str | list[Path | str], split: str) -> Samples:
     parts = []
     for name, folder in sorted(shards):
         with np.load(folder / "shards" / f"{name}.npz") as z:
-            parts.append({k: z[k] for k in Samples.__dataclass_fields__ if k in z.files})
+            part = {k: z[k] for k in Samples.__dataclass_fields__ if k in z.files}
+        if real_pose_max_yaw and made_by(folder) != "training.profile_synthesis":
+            with np.errstate(invalid="ignore"):  # nan angles: no pose already
+                part["has_pose"] = part["has_pose"] & (np.abs(part["angles"][:, 0]) < real_pose_max_yaw)
+        parts.append(part)
     if not parts:
         raise FileNotFoundError(f"no {split} shards in {', '.join(map(str, folders))}; run python -m training.build_dataset first")
     keys = set.intersection(*(set(p) for p in parts))  # context crops only where every shard has them

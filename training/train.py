@@ -41,7 +41,7 @@ __all__ = ["main", "train", "evaluate_samples", "build_parser", "make_model", "l
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--recipe", choices=sorted(RECIPES), default="oriented",
                    help="how to train (training/recipes.py): branch (O-Net frozen + pose branch), grown (that branch "
                         "grown, --init the branch run's best), oriented (default: an orientation head added, --init the "
@@ -289,7 +289,7 @@ def train(args: argparse.Namespace) -> dict:
     from torch.utils.tensorboard import SummaryWriter
 
     args.out.mkdir(parents=True, exist_ok=True)
-    train_set, val_set = load_samples(args.data, "train"), load_samples(args.data, "val")
+    train_set, val_set = load_samples(args.data, "train", recipe.real_pose_max_yaw), load_samples(args.data, "val")
     proposed = val_proposed = None
     if recipe.proposals:
         try:
