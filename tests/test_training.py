@@ -91,6 +91,24 @@ def test_photos_profiles_can_leave_the_pose_to_the_made_profiles(tmp_path):
         [True] * 4 + [False] + [True, True, False, False, False]
 
 
+def test_lean_loss_weighs_the_lean_by_how_far_the_head_is_turned_away():
+    """``lean_loss``: a head read 10 degrees turned in the picture costs nothing frontal, 10 degrees (in radians) at 60
+    degrees of yaw and about 4.8 times that at 80; a roll of 10 degrees about the head's own axis at 80 degrees of
+    yaw leans it in the picture only by about cos 80 times that."""
+    from facepose.rotation import turn_rotations
+    from training.train import lean_loss
+
+    yaw = torch.tensor([0.0, 60.0, 80.0])
+    truth = euler_to_matrix(yaw, torch.zeros(3), torch.zeros(3))
+    read = turn_rotations(truth, torch.full((3,), -10.0))
+    one = torch.ones(1, dtype=torch.bool)
+    costs = [lean_loss(matrix_to_sixd(read[i:i + 1]).float(), matrix_to_sixd(truth[i:i + 1]).float(), one).item() for i in range(3)]
+    assert costs[0] < 1e-6 and costs[1] == pytest.approx(math.radians(10), rel=1e-3)
+    assert costs[2] == pytest.approx(math.radians(10) * (1 / math.cos(math.radians(80)) - 1), rel=1e-3)
+    rolled = euler_to_matrix(yaw[2:], torch.zeros(1), torch.tensor([10.0]))
+    assert lean_loss(matrix_to_sixd(rolled).float(), matrix_to_sixd(truth[2:]).float(), one).item() == pytest.approx(costs[2] * math.cos(math.radians(80)), rel=0.02)
+
+
 def test_orientation_losses_pull_back_a_crop_read_upside_down():
     """Every orientation loss but ``cosine`` pulls a reading 180 degrees off back toward the lean; the von Mises
     loss, fitted by gradient descent, learns a long vector where the leans agree and a short one where a crop

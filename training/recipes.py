@@ -57,6 +57,8 @@ class Recipe:
         real_pose_max_yaw: with profiles made from near-frontal faces among the data, the photos' faces whose label
             turns this far (degrees of |yaw|) or further carry no pose in training, so the exact labels of the made
             profiles alone teach the pose there (0: every labelled face teaches).
+        lean_weight: with ``learn="rotation"`` and O-Net frozen, beside the rotation loss this times ``train.lean_loss``:
+            the error of the head's lean in the picture, weighted up at profiles, where pitch and roll measure it.
     """
 
     name: str
@@ -81,6 +83,7 @@ class Recipe:
     learn: str = "rotation"
     orientation_loss: str = "cosine"
     real_pose_max_yaw: float = 0.0
+    lean_weight: float = 0.0
 
     def __post_init__(self) -> None:
         checks = [
@@ -101,6 +104,8 @@ class Recipe:
             (self.orientation_loss in ("cosine", "angle", "von_mises"),
              f"orientation_loss must be cosine, angle or von_mises, not {self.orientation_loss!r}"),
             (0 <= self.real_pose_max_yaw <= 180, "real_pose_max_yaw is a |yaw| in degrees (0: off)"),
+            (self.lean_weight >= 0 and (not self.lean_weight or (self.learn == "rotation" and not self.train_detection)),
+             "lean_weight is a weight (0: off) for the pose part learning alone"),
             (self.mining in ("middle60", "none"), f"mining must be middle60 or none, not {self.mining!r}"),
             (self.epochs > 0 and self.batch_size > 0 and self.lr > 0, "epochs, batch_size and lr must be positive"),
         ]

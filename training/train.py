@@ -37,7 +37,7 @@ from .metrics import angle_errors
 from .recipes import RECIPES, Recipe
 from .samples import KIND, Samples, epoch_indices, load_samples, load_turned, mirror_batch
 
-__all__ = ["main", "train", "evaluate_samples", "build_parser", "make_model", "losses", "orientation_loss"]
+__all__ = ["main", "train", "evaluate_samples", "build_parser", "make_model", "losses", "lean_loss", "orientation_loss"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,6 +122,18 @@ def rotation_loss(predicted: torch.Tensor, target: torch.Tensor, posed: torch.Te
     return ((predicted[posed] - target[posed]) ** 2).sum(1).mean()
 
 
+def lean_loss(predicted: torch.Tensor, target: torch.Tensor, posed: torch.Tensor, cap: float = 5.0) -> torch.Tensor:
+    """Mean over the ``posed`` (N,) samples of ``(N, 6)`` 6D rotations: the absolute error (radians) of the lean in the
+    picture (``in_plane_angle``), weighted by ``1 / cos(yaw) - 1`` of the label (0 frontal, 1 at 60 degrees, about 4.8
+    at 80), at most ``cap``: at profiles a degree of lean is several degrees of pitch and of roll."""
+    if not posed.any():
+        return predicted.sum() * 0
+    pred, true = sixd_to_matrix(predicted[posed]), sixd_to_matrix(target[posed])
+    error = torch.remainder(torch.deg2rad(in_plane_angle(pred) - in_plane_angle(true)) + math.pi, 2 * math.pi) - math.pi
+    cos_yaw = torch.hypot(true[:, 1, 2], true[:, 2, 2]).clamp_min(1 / (1 + cap))
+    return ((1 / cos_yaw - 1) * error.abs()).mean()
+
+
 def orientation_loss(v: torch.Tensor, lean: torch.Tensor, kind: str) -> torch.Tensor:
     """The orientation head's loss: ``v (N, 2)`` its vectors (cos, sin of the lean, unnormalised), ``lean (N,)``
     the true leans in radians. ``cosine``: 1 - cos of the error; ``angle``: its absolute value (a crop read upside
@@ -184,6 +196,9 @@ def losses(model: ONet, batch: Samples, recipe: Recipe, gen: torch.Generator,
     is_face = kind == KIND["positive"]
     rotation = rotation_loss(out.sixd, sixd, is_face & has_pose, recipe.rotation_loss)
     if not recipe.train_detection:  # only the pose part learns
+        if recipe.lean_weight:
+            lean = lean_loss(out.sixd, sixd, is_face & has_pose)
+            return {"rotation": rotation, "lean": lean, "loss": rotation + recipe.lean_weight * lean}
         return {"rotation": rotation, "loss": rotation}
     labelled = is_face | (kind == KIND["negative"]) | (kind == KIND["inside"])
     face_loss = F.cross_entropy(out.face_logits, is_face.long(), reduction="none")
