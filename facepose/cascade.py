@@ -222,17 +222,16 @@ def last_stage_input(ii: torch.Tensor | None, proposals: Proposals) -> tuple[tor
 
 
 def finish(fpnet: ONet, ii: torch.Tensor | None, proposals: Proposals, config: DetectorConfig,
-           flip_pose: bool = False, image: torch.Tensor | None = None, max_lean: float | None = None) -> Detections:
+           flip_pose: bool = False, image: torch.Tensor | None = None) -> Detections:
     """Stage 3: FPNet (or O-Net) on 48x48 crops: face score, box regression, landmarks, rotation;
     then NMS by overlap over the smaller box (see ``finish_crops``). With the ``(1, 3, H, W)`` image, a face near
     frontal is cut again from its own box for its pose (``relook``), and one that FPNet's orientation head sees
-    leaning cut again turned upright (``upright_pose``). ``max_lean``: see ``finish_crops``."""
-    return finish_crops(fpnet, *last_stage_input(ii, proposals), config, flip_pose, image, ii, max_lean)
+    leaning cut again turned upright (``upright_pose``)."""
+    return finish_crops(fpnet, *last_stage_input(ii, proposals), config, flip_pose, image, ii)
 
 
 def finish_crops(fpnet: ONet, boxes: torch.Tensor, crops: torch.Tensor, config: DetectorConfig,
-                 flip_pose: bool = False, image: torch.Tensor | None = None, ii: torch.Tensor | None = None,
-                 max_lean: float | None = None) -> Detections:
+                 flip_pose: bool = False, image: torch.Tensor | None = None, ii: torch.Tensor | None = None) -> Detections:
     """Stage 3 on crops already cut: ``boxes (N, 4)`` and their normalised ``(N, 3, 48, 48)`` crops. Keeps the
     faces scoring above ``config.fpnet_threshold`` that survive NMS by overlap over the smaller box
     (``config.fpnet_nms``).
@@ -242,9 +241,7 @@ def finish_crops(fpnet: ONet, boxes: torch.Tensor, crops: torch.Tensor, config: 
     ``image``: the ``(1, 3, H, W)`` image the crops come from: the faces near frontal are cut again from their own
     box for their pose (``relook``), and faces leaning more than ``RECUT_LEAN`` cut again turned upright
     (``upright_pose``); without it the pose is read from the crops as they are. ``ii``: the image's integral image
-    (``relook`` cuts from it). ``max_lean``: faces that the orientation head sees leaning more than this many
-    degrees in their crop are dropped before their pose is read (a quarter turn's pass keeps only the faces it sees
-    near upright, ``turns``)."""
+    (``relook`` cuts from it)."""
     if len(boxes) == 0:
         return Detections.empty(crops, fpnet.has_rotation)
     features = fpnet.features(crops)
@@ -255,9 +252,6 @@ def finish_crops(fpnet: ONet, boxes: torch.Tensor, crops: torch.Tensor, config: 
     if not fpnet.has_rotation:
         return Detections(boxes[keep], scores[keep], marks[keep], scores.new_zeros(len(keep), 0, 0))
     faces = torch.nonzero(passed).flatten()[keep]  # the pose is worked out for these crops only
-    if max_lean is not None and fpnet.has_orientation and len(keep):
-        near = fpnet.in_plane(select_rows(features, faces)).abs() <= max_lean
-        keep, faces = keep[near], faces[near]
     pose_crops, kept = crops[faces], select_rows(features, faces)
     again = faces[:0]
     if image is not None and len(keep):  # faces near frontal: cut again from their own box
@@ -385,7 +379,7 @@ def _timed(seconds: dict[str, float], step: str):
 def run_cascade(nets: CascadeNets, image: torch.Tensor, config: DetectorConfig, *, until: str = "fpnet",
                 flip_pose: bool | None = None, levels: list[tuple[float, torch.Tensor]] | None = None,
                 ii: torch.Tensor | None = None, known: torch.Tensor | None = None,
-                proposals: Proposals | None = None, max_lean: float | None = None) -> CascadeRun:
+                proposals: Proposals | None = None) -> CascadeRun:
     """The cascade on one ``(1, 3, H, W)`` 0-255 image (uint8 or float), stage after stage, with ``config``'s
     settings; every caller (detector, turns, tracker, evaluation, data set builder, profiler) runs it here.
 
@@ -399,8 +393,6 @@ def run_cascade(nets: CascadeNets, image: torch.Tensor, config: DetectorConfig, 
             candidates on them (``Proposals.without``) go no further, so a search pays only for new faces.
         proposals: P-Net's proposals, made already (``turns`` runs P-Net on all quarter turns in shared
             batches): the pyramid and P-Net are skipped.
-        max_lean: faces FPNet's orientation head sees leaning more than this are dropped before their pose is
-            read (``finish_crops``).
 
     Returns:
         ``CascadeRun``: each stage's output and the seconds each step took.
@@ -428,7 +420,7 @@ def run_cascade(nets: CascadeNets, image: torch.Tensor, config: DetectorConfig, 
         return run
     flip = config.flip_pose if flip_pose is None else flip_pose
     with _timed(seconds, "fpnet"):
-        run.detections = finish(nets.fpnet, ii, run.refined, config, flip, image, max_lean)
+        run.detections = finish(nets.fpnet, ii, run.refined, config, flip, image)
     return run
 
 

@@ -47,7 +47,7 @@ class DetectorConfig:
             more FPNet pass over the found faces only).
         any_rotation: also find faces turned in the image plane (sideways, upside down): the cascade runs on
             the image turned by 0, 90, 180 and 270 degrees and the faces are merged, each with its full
-            rotation (roll anywhere in -180..180); turned faces are searched from twice ``min_face_size``
+            rotation (roll anywhere in -180..180); turned faces are searched from 1.4 times ``min_face_size``
             (``facepose.turns``; its cost is measured by ``python -m benchmarks.rotation``).
     """
 

@@ -77,7 +77,7 @@ class FacePoseDetector:
     (default 20 px), each stage's threshold and NMS threshold (``pnet_threshold=0.6``, ``rnet_threshold=0.7``,
     ``fpnet_threshold=0.7``, ...), ``factor`` (0.709), ``max_pixels`` (80 MP), ``flip_pose`` (True: each
     face's rotation is averaged with the one FPNet finds in the mirrored crop) and ``any_rotation`` (False;
-    True also finds sideways and upside-down faces, at about twice the time). See ``DetectorConfig``.
+    True also finds sideways and upside-down faces, at a cost ``benchmarks.rotation`` measures). See ``DetectorConfig``.
 
     ``detect`` gives ``Face`` records; ``prepare``, ``detections`` and ``follow`` are the tensor-level steps
     that ``FacePoseTracker`` builds on.
