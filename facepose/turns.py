@@ -7,8 +7,8 @@ once (area resampling commutes with quarter turns) and each level turned (but th
 its turns in two batches (``propose_turns``); R-Net runs in each turn (there the candidates on faces that the
 upright image found standing upright stop after P-Net or R-Net, ``KNOWN_LEAN``); FPNet runs on each turn's
 survivors (a face a turned image finds leaning far is kept only if O-Net, shown it upright, sees a face:
-``UPRIGHT_FACE``); boxes, landmarks and rotations are turned back into the input image's pixels and camera frame, and the faces
-found in several turns merged by NMS.
+``UPRIGHT_FACE``); boxes, landmarks and rotations are turned back into the input image's pixels and camera
+frame, and the faces found in several turns merged by NMS.
 
 Conventions: ``torch.rot90(x, k, dims=(-2, -1))`` turns the picture counter-clockwise (as displayed) by
 ``90 k`` degrees. Camera frame as everywhere: x right, y up, z toward the viewer, so a counter-clockwise
