@@ -162,10 +162,10 @@ def run_cascade_any_rotation(nets: CascadeNets, image: torch.Tensor, config: Det
     proposals = propose_turns(nets.pnet, pyramid_levels(ii, config), config)
     found, leans, standing = [], [], None  # standing: the upright pass's faces standing upright (k = 0 comes first)
     for k in TURNS:
+        turned = turn(image, k)  # the image itself for k = 0
         if k == 0:
             det = run_cascade(nets, image, config, flip_pose=flip_pose, ii=ii, proposals=proposals[k]).detections
         else:
-            turned = turn(image, k)
             det = run_cascade(nets, turned, config, flip_pose=flip_pose, proposals=proposals[k],
                               known=turn_boxes(standing, k, height, width)).detections
         rotations = det.rotations
