@@ -60,17 +60,23 @@ def run_detect(args: argparse.Namespace) -> int:
     errors = [r for r in results.values() if "error" in r]
     images = [r for r in results.values() if "error" not in r]
     skipped = len(results) - len(pending)
-    print(f"{sum(len(r['faces']) for r in images)} faces in {len(images)} images"
+    faces = sum(len(r["faces"]) for r in images)
+    print(f"{_count(faces, 'face')} in {_count(len(images), 'image')}"
           + (f" ({skipped} done by an earlier run)" if skipped else "")
           + f"; {JSONL_NAME}{' and annotated images' if job.annotate else ''} in {dest}")
     if not pose_available:
         print("note: these weights have no trained pose head: yaw, pitch, roll and rotation are null")
     if errors:
-        print(f"{len(errors)} files could not be read:", file=sys.stderr)
+        print(f"{_count(len(errors), 'file')} could not be read:", file=sys.stderr)
         for e in errors:
             print(f"  {e['image']}: {e['error']}", file=sys.stderr)
         return 1
     return 0
+
+
+def _count(n: int, noun: str) -> str:
+    """``3 faces``, ``1 face``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def add_detector_options(parser: argparse.ArgumentParser) -> None:
@@ -196,7 +202,7 @@ def run_video(args: argparse.Namespace) -> int:
         return _fail(str(e))
     finally:
         torch.set_num_threads(threads)  # as it was (``main`` may run inside another program)
-    print(f"{summary.frames} frames ({summary.seconds:.1f} s at {summary.fps:.2f} frames/s), {summary.tracks} tracks"
+    print(f"{_count(summary.frames, 'frame')} ({summary.seconds:.1f} s at {summary.fps:.2f} frames/s), {_count(summary.tracks, 'track')}"
           f"{', audio kept' if summary.audio else ''}: {dest} and {jsonl_path(dest)}")
     return 0
 

@@ -40,8 +40,9 @@ def test_folder_with_broken_and_text_files(folder, tmp_path, capsys, workers):
     before = {p: digest(p) for p in folder.rglob("*") if p.is_file()}
     dest = tmp_path / "out"
     code = main(["detect", str(folder), str(dest), "--recursive", "--workers", str(workers)])
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert code == 1
+    assert "4 faces in 2 images" in out and "2 files could not be read" in err
     assert "broken.jpg" in err and "readme.txt" in err and "crew.jpg" not in err
     by_image = {r["image"]: r for r in results(dest)}
     assert len(by_image) == 4  # one line per input, errors included
