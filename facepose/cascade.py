@@ -18,15 +18,16 @@ import torch
 from .arrays import Array, namespace, to_numpy
 from .boxes import apply_offsets, box_overlap, nms, square
 from .config import DetectorConfig
-from .crops import cut_crops, integral_image, padded_crops, padded_crops_from, turn_about, turned_crops
-from .nets import CascadeNets, LastStageFeatures, ONet, PNet, RNet, face_probability, replace_rows, select_rows
+from .crops import cut_crops, disk_crops, grown, integral_image, padded_crops, padded_crops_from, rotate_crops, turn_about, turned_crops
+from .nets import UPDOWN_WINDOW, CascadeNets, LastStageFeatures, ONet, PNet, RNet, UpDownNet, face_probability, replace_rows, select_rows
 from .pyramid import pyramid_level, pyramid_scales
 from .rotation import in_plane_angle, matrix_to_sixd, mirror_matrix, sixd_to_matrix, turn_rotations, turned_away
 
 __all__ = ["STAGES", "Proposals", "Detections", "CascadeRun", "normalize", "pyramid_levels", "propose",
            "propose_levels", "pyramid_part", "decode_level", "merge_levels", "refine", "last_stage_input", "finish", "finish_crops",
            "relook", "decode_last_stage", "place_in_image",
-           "flip_averaged", "mean_with_mirrored", "mean_lean", "upright_pose", "run_cascade", "follow"]
+           "flip_averaged", "mean_with_mirrored", "mean_lean", "upright_pose", "updown_crops", "upside_down_pose", "run_cascade",
+           "follow"]
 
 STRIDE, CELL = 2, 12  # P-Net sees a 12x12 window every 2 pixels
 STAGES = ("pnet", "rnet", "fpnet")  # the order they run in; ``run_cascade(until=...)`` stops after any
@@ -42,6 +43,11 @@ RECUT_STEPS = 3
 # recut lean is cut the same way on every frame (chosen on ``benchmarks.live``'s clips: of 10, 20 and every face
 # turned, 10 gives the tracked pose closest to ``detect``'s).
 UPRIGHT_FOLLOW = 10.0
+# A face that the up/down check (``nets.UpDownNet``) finds upside down as read is read again from the half turn; the
+# new reading is taken where its roll stays within this of the half turn (the orientation head, refining the lean
+# from there, can drift to a third reading that is neither; chosen on the validation split and on the reference
+# faces of tests/data/aflw2000_reference.json: without it, an upright face of AFLW2000 was read at 50 degrees).
+FLIP_SPREAD = 45.0
 # FPNet reads the pose of a face turned less than this away from the camera (``rotation.turned_away``) again, from a
 # crop of the box it found for the face, squared (as the tracker cuts a followed face): that box frames a face as
 # training framed it (about the true box) better than R-Net's proposal does. A face turned further keeps the
@@ -222,16 +228,18 @@ def last_stage_input(ii: torch.Tensor | None, proposals: Proposals) -> tuple[tor
 
 
 def finish(fpnet: ONet, ii: torch.Tensor | None, proposals: Proposals, config: DetectorConfig,
-           flip_pose: bool = False, image: torch.Tensor | None = None) -> Detections:
+           flip_pose: bool = False, image: torch.Tensor | None = None, updown: UpDownNet | None = None) -> Detections:
     """Stage 3: FPNet (or O-Net) on 48x48 crops: face score, box regression, landmarks, rotation;
     then NMS by overlap over the smaller box (see ``finish_crops``). With the ``(1, 3, H, W)`` image, a face near
-    frontal is cut again from its own box for its pose (``relook``), and one that FPNet's orientation head sees
-    leaning cut again turned upright (``upright_pose``)."""
-    return finish_crops(fpnet, *last_stage_input(ii, proposals), config, flip_pose, image, ii)
+    frontal is cut again from its own box for its pose (``relook``), one that FPNet's orientation head sees
+    leaning cut again turned upright (``upright_pose``), and with ``updown`` one that is upside down as read is
+    read again the other way up (``upside_down_pose``)."""
+    return finish_crops(fpnet, *last_stage_input(ii, proposals), config, flip_pose, image, ii, updown)
 
 
 def finish_crops(fpnet: ONet, boxes: torch.Tensor, crops: torch.Tensor, config: DetectorConfig,
-                 flip_pose: bool = False, image: torch.Tensor | None = None, ii: torch.Tensor | None = None) -> Detections:
+                 flip_pose: bool = False, image: torch.Tensor | None = None, ii: torch.Tensor | None = None,
+                 updown: UpDownNet | None = None) -> Detections:
     """Stage 3 on crops already cut: ``boxes (N, 4)`` and their normalised ``(N, 3, 48, 48)`` crops. Keeps the
     faces scoring above ``config.fpnet_threshold`` that survive NMS by overlap over the smaller box
     (``config.fpnet_nms``).
@@ -241,7 +249,8 @@ def finish_crops(fpnet: ONet, boxes: torch.Tensor, crops: torch.Tensor, config: 
     ``image``: the ``(1, 3, H, W)`` image the crops come from: the faces near frontal are cut again from their own
     box for their pose (``relook``), and faces leaning more than ``RECUT_LEAN`` cut again turned upright
     (``upright_pose``); without it the pose is read from the crops as they are. ``ii``: the image's integral image
-    (``relook`` cuts from it)."""
+    (``relook`` cuts from it). ``updown``: with the image, every face is checked, cut upright as its pose says,
+    and one found upside down is read again the other way up (``upside_down_pose``)."""
     if len(boxes) == 0:
         return Detections.empty(crops, fpnet.has_rotation)
     features = fpnet.features(crops)
@@ -271,6 +280,8 @@ def finish_crops(fpnet: ONet, boxes: torch.Tensor, crops: torch.Tensor, config: 
         if mirrored is not None:
             lean = mean_lean(lean, fpnet.in_plane(mirrored))
         rotations, marks = upright_pose(fpnet, image, boxes[keep], lean, rotations, marks, flip_pose)
+        if updown is not None:
+            rotations, marks = upside_down_pose(updown, fpnet, image, boxes[keep], rotations, marks, flip_pose)
     return Detections(boxes[keep], scores[keep], marks, rotations)
 
 
@@ -339,6 +350,46 @@ def upright_pose(fpnet: ONet, image: torch.Tensor, boxes: torch.Tensor, leans: t
     rotations[leaning] = turn_rotations(upright, -lean)
     marks = place_in_image(out.box, out.landmarks, windows)[1]
     landmarks[leaning] = turn_about(marks, (windows[:, :2] + windows[:, 2:]) / 2, lean).to(landmarks.dtype)
+    return rotations, landmarks
+
+
+def updown_crops(image: torch.Tensor, boxes: torch.Tensor, angles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``nets.UpDownNet``'s normalised ``(M, 3, 48, 48)`` input for the faces in ``boxes (N, 4)`` of ``image (1, 3, H, W)``:
+    each square box grown ``UPDOWN_WINDOW`` times, turned by ``angles (N,)`` degrees (its roll: so that it stands
+    as its pose says), in a disk (``crops.disk_crops``). Returns them and the ``(N,)`` mask of boxes with a window."""
+    size = round(48 * UPDOWN_WINDOW)
+    windows = grown(to_numpy(square(boxes)), UPDOWN_WINDOW)
+    context, valid = padded_crops(image, windows, size)
+    turned = rotate_crops(context, to_numpy(angles)[valid], size)
+    return normalize(disk_crops(turned), inplace=True), torch.from_numpy(np.asarray(valid)).to(boxes.device)
+
+
+def upside_down_pose(updown: UpDownNet, fpnet: ONet, image: torch.Tensor, boxes: torch.Tensor, rotations: torch.Tensor,
+                     landmarks: torch.Tensor, flip_pose: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(N, 3, 3)`` rotations and ``(N, 5, 2)`` landmarks of the faces in ``boxes (N, 4)`` of ``image (1, 3, H, W)``,
+    checked for up and down: each face cut upright as its rotation says (turned by its roll,
+    ``rotation.in_plane_angle``) is shown to ``updown`` with a wider view (``updown_crops``); where it says the face
+    stands upside down there (FPNet's orientation head misread the lean by about 180 degrees: some faces look
+    alike both ways in FPNet's crop), its pose is read again by ``upright_pose`` from the lean turned by 180
+    degrees, and taken where it stays the other way up (its roll within ``FLIP_SPREAD`` of the half turn) and
+    ``updown`` sees the face upright as that new pose says. The others keep ``rotations`` and ``landmarks``."""
+    if not len(boxes):
+        return rotations, landmarks
+    lean = in_plane_angle(rotations.double()).float()
+    crops, valid = updown_crops(image, boxes, lean)
+    index = torch.nonzero(valid).flatten()
+    down = index[updown(crops) < 0] if len(index) else index
+    if not len(down):
+        return rotations, landmarks
+    again, marks = upright_pose(fpnet, image, boxes[down], lean[down] + 180, rotations[down], landmarks[down], flip_pose)
+    new_lean = in_plane_angle(again.double()).float()
+    crops, valid = updown_crops(image, boxes[down], new_lean)
+    confirmed = torch.zeros_like(valid)
+    confirmed[valid] = updown(crops) > 0  # the face read again stands upright as its new pose says
+    confirmed &= ((new_lean - lean[down]) % 360 - 180).abs() <= FLIP_SPREAD  # and it is the other way up
+    down, again, marks = down[confirmed], again[confirmed], marks[confirmed]
+    rotations, landmarks = rotations.clone(), landmarks.clone()
+    rotations[down], landmarks[down] = again, marks
     return rotations, landmarks
 
 
@@ -420,7 +471,7 @@ def run_cascade(nets: CascadeNets, image: torch.Tensor, config: DetectorConfig, 
         return run
     flip = config.flip_pose if flip_pose is None else flip_pose
     with _timed(seconds, "fpnet"):
-        run.detections = finish(nets.fpnet, ii, run.refined, config, flip, image)
+        run.detections = finish(nets.fpnet, ii, run.refined, config, flip, image, nets.updown)
     return run
 
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from .arrays import Array, as_like, kind_of, namespace, to_numpy
 
 __all__ = ["integral_image", "area_bins", "crop_windows", "crop_resize", "cut_crops", "padded_crops", "padded_crops_from",
-           "CONTEXT", "grown", "rotate_crops", "turned_crops", "turn_about", "crops_to_uint8"]
+           "CONTEXT", "grown", "rotate_crops", "turned_crops", "disk_crops", "turn_about", "crops_to_uint8"]
 
 
 def integral_image(image: torch.Tensor) -> torch.Tensor:
@@ -195,6 +195,15 @@ def turned_crops(image: torch.Tensor, boxes: Array, angles: Array, size: int) ->
     context, valid = padded_crops(image, grown(to_numpy(boxes), CONTEXT), round(size * CONTEXT))
     turned = rotate_crops(context, to_numpy(angles)[valid], size)
     return turned, kind_of(valid, boxes)
+
+
+def disk_crops(turned: torch.Tensor, size: int = 48) -> torch.Tensor:
+    """``(N, 3, S, S)`` 0-255 crops (turned windows) -> ``(N, 3, size, size)``: area-resized, black outside the
+    inscribed disk, so that a window looks the same at any turn (its corners would hold the image at one turn and
+    black at another). ``nets.UpDownNet``'s input, before normalisation."""
+    r = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+    disk = ((r[:, None] ** 2 + r[None] ** 2) <= (size / 2) ** 2).to(turned.dtype)
+    return F.interpolate(turned, size=(size, size), mode="area") * disk
 
 
 def turn_about(points: Array, centres: Array, angles: Array) -> Array:

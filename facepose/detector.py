@@ -52,10 +52,10 @@ def _onnx_nets(folder: Path, weights: str | Path | None, threads: int | None) ->
     """ONNX Runtime sessions: the folder's ``.onnx`` files, or an export of its safetensors weights."""
     import tempfile
 
-    from .onnx_backend import ONNX_FILES, export_onnx, load_onnx_cascade, require_onnxruntime
+    from .onnx_backend import ONNX_FILES, REQUIRED, export_onnx, load_onnx_cascade, require_onnxruntime
 
     require_onnxruntime()
-    if weights is None and all((folder / f).is_file() for f in ONNX_FILES.values()):
+    if weights is None and all((folder / ONNX_FILES[name]).is_file() for name in REQUIRED):
         return load_onnx_cascade(folder, threads)
     nets, pose = load_cascade(folder, Path(weights) if weights is not None else folder / "fpnet.safetensors")
     with tempfile.TemporaryDirectory(prefix="facepose-onnx-") as tmp:  # sessions hold the models in memory
@@ -120,7 +120,7 @@ class FacePoseDetector:
         nets, self.pose_available = load_cascade(folder, self.weights)
         # convolution weights held channels-last, as the networks read their input: oneDNN then uses them as they are
         # instead of converting them on every call (the same results, 10-15% faster)
-        self.nets = CascadeNets(*(net.to(self.device, memory_format=torch.channels_last) for net in nets))
+        self.nets = CascadeNets(*(None if net is None else net.to(self.device, memory_format=torch.channels_last) for net in nets))
 
     def replace(self, **settings) -> FacePoseDetector:
         """A copy with other settings (``DetectorConfig``'s fields, validated the same way), sharing this

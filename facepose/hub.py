@@ -1,7 +1,8 @@
 """Saving and loading detectors as folders of safetensors plus ``config.json``, locally or on the Hugging
 Face Hub (``huggingface_hub`` is needed for the Hub only).
 
-A folder holds one ``NAME.safetensors`` per network of ``CascadeNets`` (``pnet``, ``rnet``, ``fpnet``), their
+A folder holds one ``NAME.safetensors`` per network of ``CascadeNets`` (``pnet``, ``rnet``, ``fpnet`` and, optional,
+``updown``), their
 ONNX exports ``NAME.onnx`` (when the ``onnx`` package is installed; see ``onnx_backend``) and
 ``config.json`` with the ``DetectorConfig`` fields. ``FacePoseDetector.save_pretrained`` and
 ``from_pretrained`` call these functions.
@@ -30,10 +31,13 @@ class HubError(RuntimeError):
 
 
 def save_pretrained(folder: str | Path, nets: CascadeNets, config: DetectorConfig, pose_available: bool) -> Path:
-    """Write each network of ``nets`` to ``folder/NAME.safetensors`` and ``config`` to ``config.json``."""
+    """Write each network of ``nets`` (``updown`` where it has one) to ``folder/NAME.safetensors`` and ``config``
+    to ``config.json``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for name, net in nets._asdict().items():
+        if net is None:  # a detector without the up/down check
+            continue
         meta = {"pose": "trained" if pose_available else "untrained"} if name == "fpnet" else None
         save_net(net, folder / NETWORK_FILES[name], meta)
     try:
@@ -77,7 +81,8 @@ def resolve(repo_id_or_dir: str | Path) -> Path:
         if str(repo_id_or_dir).count("/") != 1 or str(repo_id_or_dir).startswith((".", "/")):
             raise HubError(f"'{repo_id_or_dir}' is neither a folder nor a Hub repo id of the form 'owner/name'")
         folder = _fetch(str(repo_id_or_dir))
-    missing = [f for f in (*NETWORK_FILES.values(), CONFIG_FILE) if not (folder / f).is_file()]
+    required = [NETWORK_FILES[name] for name in NETWORK_FILES if name != "updown"]
+    missing = [f for f in (*required, CONFIG_FILE) if not (folder / f).is_file()]
     if missing:
         raise HubError(f"{folder} lacks {', '.join(missing)}: not a FacePose model folder")
     return folder

@@ -1,4 +1,4 @@
-"""The cascade's three networks as plain ``nn.Module``s: P-Net, R-Net and FPNet.
+"""The cascade's networks as plain ``nn.Module``s: P-Net, R-Net, FPNet, and the up/down check.
 
 Inputs are RGB crops normalised as MTCNN expects: ``(pixel - 127.5) / 128``, shape ``(N, 3, H, W)``.
 P-Net, R-Net and O-Net are MTCNN's (Zhang et al. 2016) in the layout of facenet-pytorch. FPNet, the
@@ -9,7 +9,9 @@ comes in two architectures, one class each:
 - ``FPNetBranch``: the shipped one, O-Net unchanged plus a small pose branch that only the rotation
   head reads, so it can be trained with O-Net frozen (detection stays MTCNN's bit for bit).
 
-``ARCHITECTURES`` names them; ``create_last_stage`` builds one from its name and sizes, as recorded in
+``UpDownNet`` checks a face cut upright by FPNet's orientation head: is it really upright, or upside down?
+
+``ARCHITECTURES`` names the last stages; ``create_last_stage`` builds one from its name and sizes, as recorded in
 a weights file's metadata.
 """
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["PNet", "RNet", "ONet", "FPNet", "FPNetBranch", "FPNetOutput", "LastStageFeatures", "CascadeNets",
-           "ARCHITECTURES", "create_last_stage", "face_probability", "select_rows", "reset_rotation_head"]
+           "UpDownNet", "UPDOWN_WINDOW", "ARCHITECTURES", "create_last_stage", "face_probability", "select_rows", "reset_rotation_head"]
 
 
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
@@ -358,12 +360,46 @@ def create_last_stage(arch: str, dropout: float = 0.25, **sizes: Any) -> ONet:
     return ARCHITECTURES[arch](dropout=dropout, **sizes)
 
 
+class UpDownNet(nn.Module):
+    """Is a face crop upright or upside down? A small CNN trained from scratch (``training.updown``).
+
+    Input: ``(N, 3, 48, 48)`` normalised crops of a face's box grown 1.5 times (``UPDOWN_WINDOW``), turned so that
+    FPNet's orientation head sees the face upright, area-resized to 48x48 and black outside the inscribed disk
+    (the same at any turn: ``cascade.updown_crops``). Output: ``(N,)`` logits that the face is upright as cut
+    (below 0: upside down). It sees more of the head than FPNet's crop (hair, chin, neck), which is where up
+    and down show when the face alone looks alike both ways.
+    """
+
+    arch = "updown"
+
+    def __init__(self, width: int = 16) -> None:
+        super().__init__()
+        self.width = width
+
+        def block(c_in: int, c_out: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+                                 nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+
+        self.b1, self.b2 = block(3, width), block(width, 2 * width)
+        self.b3, self.b4 = block(2 * width, 4 * width), block(4 * width, 8 * width)
+        self.fc = nn.Linear(8 * width * 3 * 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in (self.b1, self.b2, self.b3, self.b4):  # 48 -> 24 -> 12 -> 6 -> 3
+            x = F.max_pool2d(block(x), 2)
+        return self.fc(x.flatten(1)).squeeze(1)
+
+
+UPDOWN_WINDOW = 1.5  # UpDownNet sees the face's square box grown this much
+
+
 class CascadeNets(NamedTuple):
-    """The cascade's three networks, by name."""
+    """The cascade's networks, by name; ``updown`` (the up/down check) may be absent."""
 
     pnet: PNet
     rnet: RNet
     fpnet: ONet
+    updown: UpDownNet | None = None
 
 
 def reset_rotation_head(layer: nn.Linear) -> None:

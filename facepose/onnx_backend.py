@@ -7,7 +7,9 @@ Exported graphs take **0-255 RGB pixels** (float32, ``N x 3 x H x W``) and apply
 - ``rnet.onnx``: ``pixels (N, 3, 24, 24)`` -> ``prob (N,)``, ``box (N, 4)``;
 - ``fpnet.onnx``: ``pixels (N, 3, 48, 48)`` -> ``face_logits (N, 2)``, ``box (N, 4)``, ``landmarks (N, 10)``,
   ``sixd (N, 6)`` (``(N, 0)`` for plain O-Net), and with an orientation head ``lean (N,)`` (degrees the face
-  leans in its crop, ``FPNetBranch.in_plane``); model metadata ``arch`` and ``pose``.
+  leans in its crop, ``FPNetBranch.in_plane``); model metadata ``arch`` and ``pose``;
+- ``updown.onnx`` (where the weights have the up/down check): ``pixels (N, 3, 48, 48)`` (the disk crops of
+  ``cascade.updown_crops``, before normalisation) -> ``upright (N,)``, the logit that the face stands upright.
 
 ``OnnxNet`` wraps a session so that the cascade (box decoding, NMS, crops, pose conversion: one
 implementation for both backends) calls it like the torch module.
@@ -20,16 +22,18 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .nets import CascadeNets, FPNetOutput
+from .nets import CascadeNets, FPNetOutput, UpDownNet
 
-__all__ = ["ONNX_FILES", "export_onnx", "OnnxNet", "load_onnx_cascade", "require_onnxruntime"]
+__all__ = ["ONNX_FILES", "REQUIRED", "export_onnx", "OnnxNet", "load_onnx_cascade", "require_onnxruntime"]
 
 ONNX_FILES = {name: f"{name}.onnx" for name in CascadeNets._fields}
 _SPECS = {  # example input, input axes that vary, output names
     "pnet": ((1, 3, 64, 80), {0: "batch", 2: "height", 3: "width"}, ["prob", "box"]),
     "rnet": ((2, 3, 24, 24), {0: "batch"}, ["prob", "box"]),
     "fpnet": ((2, 3, 48, 48), {0: "batch"}, ["face_logits", "box", "landmarks", "sixd"]),
+    "updown": ((2, 3, 48, 48), {0: "batch"}, ["upright"]),
 }
+REQUIRED = ("pnet", "rnet", "fpnet")  # updown.onnx is optional
 
 
 class _PixelInput(nn.Module):
@@ -41,6 +45,8 @@ class _PixelInput(nn.Module):
 
     def forward(self, pixels: torch.Tensor):
         x = (pixels - 127.5) * 0.0078125
+        if isinstance(self.net, UpDownNet):
+            return self.net(x)
         if getattr(self.net, "has_orientation", False):
             f = self.net.features(x)
             return (*self.net.detection(f)[:3], self.net.rotation_6d(f), self.net.in_plane(f))
@@ -57,14 +63,16 @@ def require_onnxruntime():
 
 
 def export_onnx(nets: CascadeNets, folder: str | Path, pose_available: bool = True, check: bool = True) -> list[Path]:
-    """Write ``pnet``, ``rnet`` and ``fpnet.onnx`` to ``folder`` (opset 17) and check each with
-    ``onnx.checker`` (``check``; needs the ``onnx`` package)."""
+    """Write ``pnet``, ``rnet``, ``fpnet`` and (where ``nets`` has it) ``updown.onnx`` to ``folder`` (opset 17) and
+    check each with ``onnx.checker`` (``check``; needs the ``onnx`` package)."""
     import warnings
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for name, net in nets._asdict().items():
+        if net is None:
+            continue
         shape, axes, outputs = _SPECS[name]
         if getattr(net, "has_orientation", False):
             outputs = [*outputs, "lean"]
@@ -148,6 +156,8 @@ class OnnxNet:
 
     def __call__(self, x: torch.Tensor):
         out = self._run(x)
+        if len(out) == 1:  # the up/down check's logits
+            return out[0]
         return FPNetOutput(*out[:4]) if len(out) >= 4 else tuple(out)
 
     def features(self, x: torch.Tensor) -> _Outputs:
@@ -170,7 +180,9 @@ class OnnxNet:
 
 
 def load_onnx_cascade(folder: str | Path, threads: int | None = None) -> tuple[CascadeNets, bool]:
-    """Sessions for ``pnet``, ``rnet`` and ``fpnet.onnx`` of ``folder``, and whether the pose is trained."""
+    """Sessions for ``pnet``, ``rnet``, ``fpnet`` and, where the folder has it, ``updown.onnx`` of ``folder``, and
+    whether the pose is trained."""
     folder = Path(folder)
-    nets = CascadeNets(*(OnnxNet(folder / ONNX_FILES[name], threads) for name in CascadeNets._fields))
+    nets = CascadeNets(*(OnnxNet(folder / ONNX_FILES[name], threads) for name in REQUIRED),
+                       OnnxNet(folder / ONNX_FILES["updown"], threads) if (folder / ONNX_FILES["updown"]).is_file() else None)
     return nets, nets.fpnet.pose_trained and nets.fpnet.has_rotation

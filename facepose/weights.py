@@ -2,7 +2,7 @@
 
 The default weights ship in ``facepose/data/`` with ``manifest.json`` recording each file's sha256
 (``update_manifest`` writes it, loading checks it). Each file's safetensors metadata records its
-architecture (``"arch"``: ``pnet``, ``rnet``, ``onet``, ``fpnet`` or ``fpnet_branch``) and sizes, checked
+architecture (``"arch"``: ``pnet``, ``rnet``, ``onet``, ``fpnet``, ``fpnet_branch`` or ``updown``) and sizes, checked
 against the tensors on load; a last-stage file also says whether its rotation head is trained
 (``"pose": "trained"``).
 """
@@ -17,9 +17,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
-from .nets import ARCHITECTURES, CascadeNets, ONet, PNet, RNet, create_last_stage
+from .nets import ARCHITECTURES, CascadeNets, ONet, PNet, RNet, UpDownNet, create_last_stage
 
-__all__ = ["WEIGHTS_DIR", "MANIFEST", "WeightsError", "load_pnet", "load_rnet", "load_last_stage", "load_cascade",
+__all__ = ["WEIGHTS_DIR", "MANIFEST", "WeightsError", "load_pnet", "load_rnet", "load_last_stage", "load_updown", "load_cascade",
            "save_net", "sha256_of", "update_manifest"]
 
 WEIGHTS_DIR = Path(__file__).parent / "data"
@@ -139,12 +139,22 @@ def load_last_stage(path: Path | str = WEIGHTS_DIR / "fpnet.safetensors") -> tup
     return net, net.has_rotation and metadata.get("pose") == "trained"
 
 
+def load_updown(path: Path | str = WEIGHTS_DIR / "updown.safetensors") -> UpDownNet:
+    """The up/down check (``nets.UpDownNet``), in eval mode."""
+    state, metadata = _read(Path(path))
+    _check_arch(metadata, "updown", Path(path))
+    return _fill(UpDownNet(int(metadata.get("width", 16))), state, Path(path)).eval()
+
+
 def load_cascade(folder: Path | str = WEIGHTS_DIR, fpnet: Path | str | None = None) -> tuple[CascadeNets, bool]:
-    """``pnet``, ``rnet`` and ``fpnet.safetensors`` of ``folder`` (or ``fpnet`` from elsewhere), and whether
-    the last stage's pose is trained."""
+    """``pnet``, ``rnet``, ``fpnet`` and, where the folder has it, ``updown.safetensors`` of ``folder`` (``fpnet``
+    may come from elsewhere), and whether the last stage's pose is trained. The up/down check serves a last
+    stage with an orientation head only."""
     folder = Path(folder)
     last, pose = load_last_stage(fpnet if fpnet is not None else folder / "fpnet.safetensors")
-    return CascadeNets(load_pnet(folder / "pnet.safetensors"), load_rnet(folder / "rnet.safetensors"), last), pose
+    updown = folder / "updown.safetensors"
+    checks = load_updown(updown) if updown.is_file() and getattr(last, "has_orientation", False) else None
+    return CascadeNets(load_pnet(folder / "pnet.safetensors"), load_rnet(folder / "rnet.safetensors"), last, checks), pose
 
 
 def save_net(net: nn.Module, path: Path | str, metadata: dict | None = None) -> Path:
@@ -157,5 +167,7 @@ def save_net(net: nn.Module, path: Path | str, metadata: dict | None = None) -> 
         meta["arch"] = net.arch
     if isinstance(net, ONet):
         meta["sizes"] = json.dumps(net.sizes(), sort_keys=True)
+    if isinstance(net, UpDownNet):
+        meta["width"] = str(net.width)
     save_file(state, str(path), metadata=meta)
     return Path(path)

@@ -23,13 +23,13 @@ def test_round_trip_through_a_folder(tmp_path):
     original = FacePoseDetector(config=config)
     folder = original.save_pretrained(tmp_path / "model")
     assert sorted(p.name for p in folder.iterdir() if p.suffix != ".onnx") == \
-        ["config.json", "fpnet.safetensors", "pnet.safetensors", "rnet.safetensors"]
+        ["config.json", "fpnet.safetensors", "pnet.safetensors", "rnet.safetensors", "updown.safetensors"]
     saved = json.loads((folder / "config.json").read_text())
     assert saved["min_face_size"] == 30 and saved["fpnet_threshold"] == 0.8
     loaded = FacePoseDetector.from_pretrained(folder)
     assert loaded.config == config
     assert loaded.pose_available == original.pose_available
-    for name in ("pnet", "rnet", "fpnet"):
+    for name in ("pnet", "rnet", "fpnet", "updown"):
         a, b = getattr(original.nets, name).state_dict(), getattr(loaded.nets, name).state_dict()
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
     assert FacePoseDetector.from_pretrained(folder, min_face_size=40).config == config.replace(min_face_size=40)

@@ -28,7 +28,7 @@ def test_export_writes_checked_graphs_with_pixels_in(exported):
     import onnx
     import onnxruntime as ort
 
-    for name in ("pnet", "rnet", "fpnet"):
+    for name in ("pnet", "rnet", "fpnet", "updown"):
         onnx.checker.check_model(str(exported / f"{name}.onnx"))
     assert (exported / "config.json").is_file()
     session = ort.InferenceSession(str(exported / "pnet.onnx"), providers=["CPUExecutionProvider"])
@@ -40,6 +40,8 @@ def test_export_writes_checked_graphs_with_pixels_in(exported):
         outs = fpnet.run(None, {"pixels": np.zeros((n, 3, 48, 48), np.float32)})
         assert [o.shape for o in outs] == [(n, 2), (n, 4), (n, 10), (n, 6), (n,)]  # the last: the lean (degrees)
     assert fpnet.get_modelmeta().custom_metadata_map == {"arch": "fpnet_branch", "pose": "trained"}
+    updown = ort.InferenceSession(str(exported / "updown.onnx"), providers=["CPUExecutionProvider"])
+    assert [o.shape for o in updown.run(None, {"pixels": np.zeros((3, 3, 48, 48), np.float32)})] == [(3,)]
     assert main(["export", "onnx", str(exported)]) == 2  # existing files are kept without --overwrite
 
 
@@ -48,7 +50,7 @@ def test_export_writes_checked_graphs_with_pixels_in(exported):
 def test_onnxruntime_finds_the_same_faces_on_every_photo(detector, exported):
     """Same count on every photo, boxes within 0.5 px, angles within 0.5 degrees (measured: 1e-4 px, 2e-5 deg)."""
     ort = FacePoseDetector(weights_dir=exported, backend="onnxruntime", threads=2)
-    assert ort.pose_available and ort.nets.fpnet.arch == "fpnet_branch"
+    assert ort.pose_available and ort.nets.fpnet.arch == "fpnet_branch" and ort.nets.updown.arch == "updown"
     total = 0
     for path in sorted(p for p in PHOTOS.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")):
         a, b = detector.detect(path), ort.detect(path)
@@ -90,7 +92,7 @@ def test_without_onnxruntime_the_error_says_what_to_install(monkeypatch):
 @needs_photos
 def test_save_pretrained_writes_onnx_that_from_pretrained_runs(tmp_path, detector):
     folder = detector.save_pretrained(tmp_path / "model")
-    assert {p.name for p in folder.glob("*.onnx")} == {"pnet.onnx", "rnet.onnx", "fpnet.onnx"}
+    assert {p.name for p in folder.glob("*.onnx")} == {"pnet.onnx", "rnet.onnx", "fpnet.onnx", "updown.onnx"}
     loaded = FacePoseDetector.from_pretrained(folder, backend="onnxruntime")
     photo = PHOTOS / "nasa_iss_expedition_1.jpg"
     assert np.allclose([f.box for f in loaded.detect(photo)], [f.box for f in detector.detect(photo)], atol=0.5)

@@ -134,6 +134,23 @@ def test_orientation_losses_pull_back_a_crop_read_upside_down():
     assert lengths["sure"] > 3 and lengths["either way"] < 0.1, lengths
 
 
+def test_updown_crops_upright_and_upside_down_are_half_a_turn_apart():
+    """``training.updown.updown_batch`` without augmentation: a face cut upside down is the same disk crop as the
+    one cut upright, turned by 180 degrees; the disk is the same at any turn (black outside it)."""
+    from training.updown import updown_batch
+
+    gen = torch.Generator().manual_seed(0)
+    context = (torch.rand(4, 72, 72, 3, generator=gen) * 255).to(torch.uint8)
+    lean = torch.tensor([0.0, 30.0, -75.0, 160.0])
+    up = updown_batch(context, lean, torch.ones(4, dtype=torch.bool), None)
+    down = updown_batch(context, lean, torch.zeros(4, dtype=torch.bool), None)
+    assert up.shape == (4, 3, 48, 48)
+    assert torch.allclose(down, up.rot90(2, (-2, -1)), atol=0.05)
+    corner = torch.zeros(48, 48, dtype=torch.bool)
+    corner[:4, :4] = True
+    assert torch.all(up[..., corner] == -127.5 / 128) and torch.all(down[..., corner] == -127.5 / 128)
+
+
 def test_iou_labelling_on_hand_made_boxes():
     from training.build_dataset import label_proposals, offsets_to
     from training.samples import KIND

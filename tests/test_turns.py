@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from facepose import FacePoseDetector, load_image
+from facepose.cascade import updown_crops
 from facepose.rotation import euler_to_matrix, geodesic_distance, in_plane_angle, turn_rotations
 from facepose.turns import turn, turn_matrix, unturn_boxes, unturn_points, upright_face_scores
 
@@ -103,6 +104,31 @@ def test_upright_face_scores_see_a_face_only_upright(any_rotation):
                 upright = float(upright_face_scores(any_rotation.nets.fpnet, image, box, lean)[0])
                 sideways = float(upright_face_scores(any_rotation.nets.fpnet, image, box, lean + 90)[0])
             assert upright >= 0.95 and sideways < 0.5, (s.image.name, angle, upright, sideways)
+
+
+def test_updown_tells_upright_from_upside_down(any_rotation):
+    """The up/down check (``nets.UpDownNet``) on every 100th AFLW2000 face, upright and turned by 135 degrees: cut
+    from its labelled box turned upright by its label's lean, it says upright (logit > 0); cut turned by the lean
+    plus 180 degrees, upside down (logit < 0)."""
+    aflw = pytest.importorskip("training.aflw2000")
+    from training.turned_proposals import turned_box, turned_picture
+    try:
+        samples = aflw.load_aflw2000()[::100]
+    except FileNotFoundError:
+        pytest.skip("AFLW2000 not in ../shared/data")
+    updown = any_rotation.nets.updown
+    assert updown is not None, "the package ships the up/down check"
+    for s in samples:
+        label = euler_to_matrix(torch.tensor(s.yaw), torch.tensor(s.pitch), torch.tensor(s.roll)).float()
+        for angle in (0.0, 135.0):
+            picture, m = turned_picture(load_image(s.image), angle)
+            box = torch.tensor(turned_box(s.box68, m), dtype=torch.float32)[None]
+            lean = in_plane_angle(turn_rotations(label[None], torch.tensor([angle]))).float()
+            image = any_rotation.prepare(picture)
+            with torch.inference_mode():
+                upright = float(updown(updown_crops(image, box, lean)[0])[0])
+                upside_down = float(updown(updown_crops(image, box, lean + 180)[0])[0])
+            assert upright > 0 > upside_down, (s.image.name, angle, upright, upside_down)
 
 
 # Faces a person sees in this photo taken in orbit (the crew floats in every direction): centre (x, y) in

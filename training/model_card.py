@@ -43,7 +43,9 @@ def architecture(n_bytes: int, recipe: dict) -> str:
             orientation = (f" Beside it, an orientation head ({sizes['orient_hidden']} dense units over convolutions of "
                            "its own on O-Net's second and third poolings) tells how far a face leans in its crop, at any "
                            "roll: a face leaning more than 20 degrees is cut again turned upright for the pose part, "
-                           "which learnt upright heads, and its rotation is turned back.")
+                           "which learnt upright heads, and its rotation is turned back. A separate small CNN "
+                           "(`UpDownNet`, `training.updown`) then checks each face, cut upright as read and with more "
+                           "of the head in view, for the faces read upside down.")
         return f"""FPNet is the last stage of FacePose's face detector: MTCNN's O-Net, unchanged (conv 32-64-64-128, dense 256,
 PReLU; face score, box and landmark heads), plus a pose part: {branch}, and a
 rotation head that reads them together with O-Net's 256 dense units and regresses the head's rotation as two
@@ -289,7 +291,8 @@ times taken photo by photo in turns; the target is under 10%).
   their biases; AFLW2000's labels are themselves a 3D model fit with known noise at large poses.
 - **In-plane rotation:** MTCNN's detection learnt upright faces (roll within about +-45 degrees); FPNet's
   orientation head tells how far any face it is given leans, so a face found at any roll gets its real
-  roll, and one leaning more than 20 degrees gets its pose from a crop turned upright. Sideways and
+  roll, and one leaning more than 20 degrees gets its pose from a crop turned upright; a few faces that look alike
+  both ways up are still read upside down (the up/down check sets some of them right). Sideways and
   upside-down faces are *found* reliably only with `any_rotation=True` (the cascade on four quarter turns
   of the image, at several times the cost of upright detection; turned faces from 1.4 times the minimum face size;
   measured in [docs/rotation.md](docs/rotation.md)).
