@@ -46,7 +46,7 @@ UPRIGHT_FOLLOW = 10.0
 # A face that the up/down check (``nets.UpDownNet``) finds upside down as read is read again from the half turn; the
 # new reading is taken where its roll stays within this of the half turn (the orientation head, refining the lean
 # from there, can drift to a third reading that is neither; chosen on the validation split and on the reference
-# faces of tests/data/aflw2000_reference.json: without it, an upright face of AFLW2000 was read at 50 degrees).
+# faces of tests/data/aflw2000_reference.json: without it, an upright face of AFLW2000 was read 60 degrees off).
 FLIP_SPREAD = 45.0
 # FPNet reads the pose of a face turned less than this away from the camera (``rotation.turned_away``) again, from a
 # crop of the box it found for the face, squared (as the tracker cuts a followed face): that box frames a face as

@@ -13,7 +13,7 @@ from .cascade import Detections, follow, pyramid_levels, run_cascade
 from .config import DetectorConfig
 from .crops import integral_image
 from .image import ImageInput, load_image
-from .nets import CascadeNets
+from .nets import REQUIRED_NETS, CascadeNets
 from .rotation import matrix_to_euler
 from .turns import run_cascade_any_rotation
 from .weights import WEIGHTS_DIR, load_cascade
@@ -52,10 +52,10 @@ def _onnx_nets(folder: Path, weights: str | Path | None, threads: int | None) ->
     """ONNX Runtime sessions: the folder's ``.onnx`` files, or an export of its safetensors weights."""
     import tempfile
 
-    from .onnx_backend import ONNX_FILES, REQUIRED, export_onnx, load_onnx_cascade, require_onnxruntime
+    from .onnx_backend import ONNX_FILES, export_onnx, load_onnx_cascade, require_onnxruntime
 
     require_onnxruntime()
-    if weights is None and all((folder / ONNX_FILES[name]).is_file() for name in REQUIRED):
+    if weights is None and all((folder / ONNX_FILES[name]).is_file() for name in REQUIRED_NETS):
         return load_onnx_cascade(folder, threads)
     nets, pose = load_cascade(folder, Path(weights) if weights is not None else folder / "fpnet.safetensors")
     with tempfile.TemporaryDirectory(prefix="facepose-onnx-") as tmp:  # sessions hold the models in memory

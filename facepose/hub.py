@@ -17,7 +17,7 @@ from pathlib import Path
 
 from . import __version__
 from .config import DetectorConfig
-from .nets import CascadeNets
+from .nets import REQUIRED_NETS, CascadeNets
 from .weights import save_net
 
 __all__ = ["NETWORK_FILES", "CONFIG_FILE", "HubError", "save_pretrained", "write_config", "resolve", "read_config", "push_to_hub"]
@@ -81,8 +81,7 @@ def resolve(repo_id_or_dir: str | Path) -> Path:
         if str(repo_id_or_dir).count("/") != 1 or str(repo_id_or_dir).startswith((".", "/")):
             raise HubError(f"'{repo_id_or_dir}' is neither a folder nor a Hub repo id of the form 'owner/name'")
         folder = _fetch(str(repo_id_or_dir))
-    required = [NETWORK_FILES[name] for name in NETWORK_FILES if name != "updown"]
-    missing = [f for f in (*required, CONFIG_FILE) if not (folder / f).is_file()]
+    missing = [f for f in (*(NETWORK_FILES[name] for name in REQUIRED_NETS), CONFIG_FILE) if not (folder / f).is_file()]
     if missing:
         raise HubError(f"{folder} lacks {', '.join(missing)}: not a FacePose model folder")
     return folder

@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["PNet", "RNet", "ONet", "FPNet", "FPNetBranch", "FPNetOutput", "LastStageFeatures", "CascadeNets",
-           "UpDownNet", "UPDOWN_WINDOW", "ARCHITECTURES", "create_last_stage", "face_probability", "select_rows", "reset_rotation_head"]
+           "UpDownNet", "UPDOWN_WINDOW", "REQUIRED_NETS", "ARCHITECTURES", "create_last_stage", "face_probability", "select_rows",
+           "reset_rotation_head"]
 
 
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
@@ -400,6 +401,9 @@ class CascadeNets(NamedTuple):
     rnet: RNet
     fpnet: ONet
     updown: UpDownNet | None = None
+
+
+REQUIRED_NETS = ("pnet", "rnet", "fpnet")  # every detector has these; ``updown`` is optional
 
 
 def reset_rotation_head(layer: nn.Linear) -> None:

@@ -22,9 +22,9 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .nets import CascadeNets, FPNetOutput, UpDownNet
+from .nets import REQUIRED_NETS, CascadeNets, FPNetOutput, UpDownNet
 
-__all__ = ["ONNX_FILES", "REQUIRED", "export_onnx", "OnnxNet", "load_onnx_cascade", "require_onnxruntime"]
+__all__ = ["ONNX_FILES", "export_onnx", "OnnxNet", "load_onnx_cascade", "require_onnxruntime"]
 
 ONNX_FILES = {name: f"{name}.onnx" for name in CascadeNets._fields}
 _SPECS = {  # example input, input axes that vary, output names
@@ -33,7 +33,6 @@ _SPECS = {  # example input, input axes that vary, output names
     "fpnet": ((2, 3, 48, 48), {0: "batch"}, ["face_logits", "box", "landmarks", "sixd"]),
     "updown": ((2, 3, 48, 48), {0: "batch"}, ["upright"]),
 }
-REQUIRED = ("pnet", "rnet", "fpnet")  # updown.onnx is optional
 
 
 class _PixelInput(nn.Module):
@@ -183,6 +182,6 @@ def load_onnx_cascade(folder: str | Path, threads: int | None = None) -> tuple[C
     """Sessions for ``pnet``, ``rnet``, ``fpnet`` and, where the folder has it, ``updown.onnx`` of ``folder``, and
     whether the pose is trained."""
     folder = Path(folder)
-    nets = CascadeNets(*(OnnxNet(folder / ONNX_FILES[name], threads) for name in REQUIRED),
+    nets = CascadeNets(*(OnnxNet(folder / ONNX_FILES[name], threads) for name in REQUIRED_NETS),
                        OnnxNet(folder / ONNX_FILES["updown"], threads) if (folder / ONNX_FILES["updown"]).is_file() else None)
     return nets, nets.fpnet.pose_trained and nets.fpnet.has_rotation
